@@ -1,0 +1,1 @@
+"""gridpool's fleet side: miner drivers, power allocation, grid interface, audit, simulator."""
