@@ -4,7 +4,6 @@ nonce scans), backend selection, and the C code itself under sanitizers."""
 import functools
 import hashlib
 import json
-import os
 import random
 import shutil
 import struct
@@ -14,12 +13,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shared_data import REPO, TESTDATA
 
 from pool import hashing
 from pool.errors import HashBackendError
 
-REPO = Path(__file__).resolve().parents[1]
-TESTDATA = Path(os.environ.get("GRIDPOOL_TESTDATA", REPO.parent / "shared" / "testdata"))
 MAX_NONCE = 0xFFFF_FFFF
 EASY_1_IN_16 = bytes([0xFF] * 31 + [0x0F])  # about one hash in 16 is below it
 ZERO_TARGET = bytes(32)  # nothing hashes below it (a zero hash aside)

@@ -1,17 +1,13 @@
 """Real Bitcoin data for the pool.bitcoin tests (see ../shared/testdata/README.md)."""
 
 import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from shared_data import TESTDATA
 
 from pool.bitcoin.block import Block
 
-TESTDATA = Path(
-    os.environ.get("GRIDPOOL_TESTDATA", Path(__file__).resolve().parents[3] / "shared" / "testdata")
-)
 MAINNET_SEGWIT = "000000000000000000000c835b2adcaedc20fdf6ee440009c249452c726dafae"
 MAINNET_413567 = "0000000000000000025aff8be8a55df8f89c77296db6198f272d6577325d4069"
 TESTNET_SEGWIT = "000000000000045e0b1660b6445b5e5c5ab63c9a4f956be7e1e69be04fa4497b"
