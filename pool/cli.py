@@ -11,6 +11,7 @@ from pool.logs import configure_logging
 # each module defines register(subparsers) -> None
 COMMANDS: list[str] = [
     "pool.cli_info",
+    "pool.cli_devnet",
 ]
 
 
