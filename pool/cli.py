@@ -12,6 +12,8 @@ from pool.logs import configure_logging
 COMMANDS: list[str] = [
     "pool.cli_info",
     "pool.cli_devnet",
+    "pool.cli_check_config",
+    "pool.cli_run",
 ]
 
 

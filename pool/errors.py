@@ -62,3 +62,17 @@ class DevnetError(PoolError):
 
 class TemplateError(NodeError):
     """getblocktemplate returned a template the pool cannot use (missing or malformed field)."""
+
+
+class LedgerError(PoolError):
+    """The share/block ledger refused or failed an operation (bad data, broken invariant)."""
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger's database cannot be reached or written right now (connection lost,
+    server down, database locked, disk error); the operation may succeed later."""
+
+
+class LedgerBusyError(LedgerError):
+    """The share recorder cannot accept a share in time (queue full, journal full or the
+    deadline passed); the share was NOT acknowledged and must not be reported accepted."""

@@ -1,0 +1,1 @@
+"""The bitcoind interface: JSON-RPC client, ZMQ hashblock subscriber and the failover set."""
