@@ -14,6 +14,7 @@ COMMANDS: list[str] = [
     "pool.cli_devnet",
     "pool.cli_check_config",
     "pool.cli_run",
+    "pool.cli_sim",
 ]
 
 
