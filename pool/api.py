@@ -1,9 +1,10 @@
-"""The pool's HTTP endpoints (aiohttp): `/metrics` (Prometheus text) and `/healthz`.
+"""The pool's HTTP endpoints (aiohttp): `/metrics` (Prometheus text), `/healthz` and `/readyz`.
 
 `health()` returns a JSON-able dict with a boolean "healthy" member (NodeSet.status() has
-that shape); /healthz answers 200 when it is true, else 503, with the dict as the body
-either way so an operator sees which node is down and why. The JSON API and dashboard
-routes arrive later through `extra_routes`.
+that shape). `/readyz` (readiness: send miners here) answers 200 when it is true, else 503.
+`/healthz` (liveness) answers 200 whenever the process can answer at all, because restarting
+the pool does not bring a dead bitcoind back; its body carries "ready" so an operator still
+sees which node is down and why. The JSON API and dashboard routes come through `extra_routes`.
 """
 
 from __future__ import annotations
@@ -33,17 +34,25 @@ def create_app(
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def healthz_handler(_request: web.Request) -> web.Response:
+    def current_status() -> dict[str, Any]:
         try:
-            status = health()
+            return health()
         except Exception as err:
             # The health source itself failing is unhealthy, not a 500 with no body.
             log.exception("health_check_failed")
-            status = {"healthy": False, "error": f"health check failed: {type(err).__name__}"}
+            return {"healthy": False, "error": f"health check failed: {type(err).__name__}"}
+
+    async def readyz_handler(_request: web.Request) -> web.Response:
+        status = current_status()
         return web.json_response(status, status=200 if status.get("healthy") else 503)
+
+    async def healthz_handler(_request: web.Request) -> web.Response:
+        status = current_status()
+        return web.json_response({**status, "alive": True, "ready": bool(status.get("healthy"))})
 
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz_handler)
+    app.router.add_get("/readyz", readyz_handler)
     app.router.add_routes(list(extra_routes))
     return app
 

@@ -1,5 +1,6 @@
 """pool.api over a real socket: /metrics parses as Prometheus text and names every pool
-metric; /healthz follows the health source (200 / 503 with the status body)."""
+metric; /readyz follows the health source (200 / 503 with the status body) while /healthz
+(liveness) stays 200 and reports readiness in its body."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -67,21 +68,28 @@ async def test_metrics_parse_and_name_every_metric(served) -> None:
     assert {"node": "n0", "result": "high-hash"} in [s.labels for s in submitted]
 
 
-async def test_healthz_follows_health(served) -> None:
+async def test_readyz_follows_health_and_healthz_stays_alive(served) -> None:
     base, state = served
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/healthz") as resp:
+        async with session.get(f"{base}/readyz") as resp:
             assert resp.status == 200
             assert (await resp.json())["nodes"]["n0"]["up"] is True
         state["healthy"] = False
         state["nodes"] = {"n0": {"up": False, "state": "unreachable"}}
-        async with session.get(f"{base}/healthz") as resp:
+        async with session.get(f"{base}/readyz") as resp:
             assert resp.status == 503
             assert (await resp.json())["nodes"]["n0"]["state"] == "unreachable"
-        state["explode"] = True
         async with session.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+            assert body["ready"] is False and body["nodes"]["n0"]["state"] == "unreachable"
+        state["explode"] = True
+        async with session.get(f"{base}/readyz") as resp:
             assert resp.status == 503
             assert "RuntimeError" in (await resp.json())["error"]
+        async with session.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["ready"] is False
         async with session.get(f"{base}/hello") as resp:
             assert await resp.text() == "hi"
 
@@ -96,7 +104,7 @@ def test_submit_result_labels_are_bounded(reason: str | None, label: str) -> Non
     assert metrics.submit_result_label(reason) == label
 
 
-async def test_healthz_reports_a_node_going_down(make_devnet) -> None:  # type: ignore[no-untyped-def]
+async def test_readyz_reports_a_node_going_down(make_devnet) -> None:  # type: ignore[no-untyped-def]
     from pool.config import NodeConfig
     from pool.node.nodeset import NodeSet
 
@@ -107,7 +115,7 @@ async def test_healthz_reports_a_node_going_down(make_devnet) -> None:  # type: 
         url = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as session:
-                async with session.get(f"{url}/healthz") as resp:
+                async with session.get(f"{url}/readyz") as resp:
                     assert resp.status == 200
                     body = await resp.json()
                     assert body["template_node"] == "api-dev"
@@ -118,7 +126,7 @@ async def test_healthz_reports_a_node_going_down(make_devnet) -> None:  # type: 
                         if not nodes.healthy:
                             break
                         await asyncio.sleep(0.02)
-                async with session.get(f"{url}/healthz") as resp:
+                async with session.get(f"{url}/readyz") as resp:
                     assert resp.status == 503
                     assert (await resp.json())["nodes"]["api-dev"]["state"] == "unreachable"
                 async with session.get(f"{url}/metrics") as resp:
