@@ -15,6 +15,8 @@ COMMANDS: list[str] = [
     "pool.cli_check_config",
     "pool.cli_run",
     "pool.cli_sim",
+    "pool.cli_fleet",
+    "pool.cli_grid",
 ]
 
 
