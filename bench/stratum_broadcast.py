@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/stratum_broadcast.py [--sessions 1000 10000] [--blocks 20]
 
-For each session count: a second process opens that many authorized Stratum sessions and
-timestamps every mining.notify it receives. The devnet (a third process, as bitcoind
-would be) then mines `--blocks` blocks; for each, latency = the moment the last session
-received the clean job for the new tip minus the moment ZMQ hashblock reached the pool's
-process (the clean job is the empty-block-first job). Reported: p50/p99 of that
-latency over the blocks, and memory per idle authorized session (pool RSS growth /
-sessions). Receipt times include the load generator's own reading delay.
+For each session count: the load generator (`gridpool sim loadgen --listen`) opens that
+many authorized Stratum sessions in a second process and timestamps every clean
+mining.notify it receives. The devnet (a third process, as bitcoind would be) then mines
+`--blocks` blocks; for each, latency = the moment the last session received the clean job
+for the new tip minus the moment ZMQ hashblock reached the pool's process (taken by a
+thread, so the pool's own handler cannot delay it; the clean job is the empty-block-first
+job). Reported: p50/p99 of that latency over the blocks, and memory per idle authorized
+session (pool RSS growth / sessions). Receipt times include the load generator's own
+reading delay.
 """
 
 from __future__ import annotations
@@ -17,33 +19,40 @@ import argparse
 import asyncio
 import gc
 import json
+import threading
 import time
 
 import zmq
-import zmq.asyncio
 from stratum_common import devnet_and_pool, percentile, rss_bytes, spawn_load
 
 BLOCK_SPACING_S = 1.0  # between blocks: the full template and its broadcast settle
+POLL_MS = 100  # the clock thread checks for its stop this often
 
 
 class HashblockClock:
-    """A second ZMQ subscriber in the pool's process: when each hashblock arrived."""
+    """A second ZMQ subscriber in the pool's process, in its own thread: when each hashblock
+    arrived. A thread, not a task: a task would only run after the pool's own hashblock
+    handler (and its whole broadcast) had finished, which hides the latency."""
 
     def __init__(self, endpoint: str) -> None:
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"hashblock")
         self.sock.connect(endpoint)
         self.arrived: dict[str, float] = {}
-        self.task = asyncio.create_task(self._run())
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="hashblock-clock", daemon=True)
+        self.thread.start()
 
-    async def _run(self) -> None:
-        while True:
-            frames = await self.sock.recv_multipart()
-            self.arrived[frames[1].hex()] = time.time()
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            if self.sock.poll(POLL_MS):
+                frames = self.sock.recv_multipart()
+                self.arrived[frames[1].hex()] = time.time()
 
     def close(self) -> None:
-        self.task.cancel()
+        self.stopping.set()
+        self.thread.join()
         self.ctx.destroy(linger=0)
 
 
@@ -51,7 +60,7 @@ async def measure(sessions: int, blocks: int) -> dict[str, float]:
     async with devnet_and_pool(sessions) as (devnet, app):
         gc.collect()
         rss_before = rss_bytes()
-        process = await spawn_load("listen", app, "--sessions", str(sessions))
+        process = await spawn_load(app, "--listen", "--connections", str(sessions))
         assert process.stdout is not None and process.stdin is not None
         ready = await process.stdout.readline()
         assert ready.startswith(b"READY"), ready

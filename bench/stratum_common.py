@@ -1,6 +1,7 @@
 """Shared set-up for the Stratum benchmarks: the pool in this process (one asyncio loop,
 i.e. one core), the devnet as `gridpool devnet` in a second process (as bitcoind would be),
-the load generator (bench/stratum_load.py) in a third."""
+the load generator (`miners/sim/loadgen.py`, the one behind `gridpool sim loadgen`) in a
+third."""
 
 from __future__ import annotations
 
@@ -13,29 +14,14 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from miners.sim.loadgen import bench_stratum_settings
 from pool.app import PoolApp
 from pool.config import parse_config
 from pool.node.rpc import RPCClient
 
 PAYOUT_ADDRESS = "bcrt1qdavt4j2sd7dlhqsavtnfxvzppw6k7qy97tmnu9"
-LOAD_GENERATOR = Path(__file__).with_name("stratum_load.py")
 REPORT_LIMIT_BYTES = 256 * 1024 * 1024  # the listen report: one JSON line, all receipts
-
-
-def bench_stratum(sessions: int) -> dict[str, Any]:
-    """Bench mode: every hash is a share; no abuse limit trips on purpose-built load."""
-    return {
-        "listen": ["127.0.0.1:0"],
-        "min_difficulty": 1e-12,
-        "start_difficulty": 1e-12,
-        "vardiff_retarget_interval_s": 86400.0,
-        "vardiff_retarget_shares": 10**6,
-        "max_messages_per_s": 1e6,
-        "max_connections_per_ip": sessions + 10,
-        "pre_auth_timeout_s": 600.0,
-    }
 
 
 @dataclass(slots=True)
@@ -85,7 +71,7 @@ async def devnet_and_pool(
                             **({} if blocks else {"simulated_difficulty": 1e12})},
                 "node": [{"name": "devnet", "rpc_url": lines["rpc_url"],
                           "rpc_cookie": lines["cookie"], "zmq_hashblock": lines["zmq"]}],
-                "stratum": bench_stratum(sessions),
+                "stratum": bench_stratum_settings(sessions),
                 "payout": {"address": PAYOUT_ADDRESS},
                 "log": {"level": "warning"},
                 "data_dir": str(Path(tmp) / "pool"),
@@ -101,10 +87,12 @@ async def devnet_and_pool(
                 await app.stop(drain=False)
 
 
-async def spawn_load(mode: str, app: PoolApp, *args: str) -> asyncio.subprocess.Process:
+async def spawn_load(app: PoolApp, *args: str) -> asyncio.subprocess.Process:
+    """The load generator against the pool's first listener, in its own process."""
     host, port = app.stratum.addresses[0]
     return await asyncio.create_subprocess_exec(
-        sys.executable, str(LOAD_GENERATOR), mode, host, str(port), *args,
+        sys.executable, "-m", "miners.sim.loadgen", "--pool", f"stratum+tcp://{host}:{port}",
+        *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=REPORT_LIMIT_BYTES,
     )
 

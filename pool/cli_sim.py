@@ -1,6 +1,8 @@
-"""`gridpool sim`: run a fleet of simulated miners against a pool, with a live summary.
+"""`gridpool sim`: run a fleet of simulated miners against a pool, with a live summary;
+`gridpool sim loadgen`: the Stratum load generator (miners/sim/loadgen.py).
 
     gridpool sim --sites 3 --miners-per-site 50 --pool stratum+tcp://127.0.0.1:3333
+    gridpool sim loadgen --pool stratum+tcp://127.0.0.1:3333 --connections 10000 --rate 1
 
 Writes the fleet inventory for the fleet controller (``--inventory``), serves the
 simulator's admin API (``--admin-listen``) for faults on demand, and shows a per-site table
@@ -32,7 +34,8 @@ LOG_EVERY_S = 10.0  # summary log period when stdout is not a terminal
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sim", help="run a fleet of simulated ASICs against a pool")
-    p.add_argument("--pool", required=True, help="stratum+tcp://HOST:PORT of the pool")
+    # Not required=True: `gridpool sim loadgen --pool ...` takes its own (checked in run).
+    p.add_argument("--pool", help="stratum+tcp://HOST:PORT of the pool (required)")
     p.add_argument("--sites", type=int, default=3)
     p.add_argument("--miners-per-site", type=int, default=50)
     p.add_argument(
@@ -47,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="real H/s per model TH/s (default: auto, so the fleet grinds --fleet-rate)",
     )
     p.add_argument("--fleet-rate", type=float, default=3e6, help="auto-scale target, H/s")
-    p.add_argument("--username-template", default="{site}.{miner}")
+    p.add_argument("--username-template", default="sim.{site}.{miner}",
+                   help="Stratum user: account.worker, the worker's first part is the site")
     p.add_argument("--password", default="x")
     p.add_argument("--address-mode", choices=("ports", "addresses"), default="ports")
     p.add_argument("--api-host", default="127.0.0.1")
@@ -67,10 +71,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-live", action="store_true", help="log lines instead of the live table")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run)
+    sub = p.add_subparsers(dest="sim_command", metavar="loadgen")
+    loadgen = sub.add_parser(
+        "loadgen", help="many Stratum connections submitting shares at a set rate",
+        description="Stratum load generator: see miners/sim/loadgen.py and docs/simulator.md.")
+    from miners.sim.loadgen import add_arguments, run_cli
+
+    add_arguments(loadgen)
+    loadgen.add_argument("--log-level", default="warning")
+    loadgen.set_defaults(func=run_cli)
 
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(level=args.log_level)
+    if not args.pool:
+        print("gridpool sim: --pool stratum+tcp://HOST:PORT is required", file=sys.stderr)
+        return 2
     try:
         spec = spec_from_args(args)
     except ConfigError as err:

@@ -9,6 +9,7 @@ file's directory. `[stratum]` and `[jobs]` are parsed by their owners' `from_map
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -24,6 +25,7 @@ from pool.errors import AddressError, ConfigError
 
 if TYPE_CHECKING:
     from pool.jobs import JobSettings
+    from pool.ledger.settings import LedgerSettings
     from pool.stratum.settings import StratumSettings
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file larger than this is refused unread
@@ -34,7 +36,15 @@ DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # node names are metric label values
 _HOST_RE = re.compile(r"[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
-TOP_LEVEL_KEYS = ("network", "node", "stratum", "jobs", "payout", "http", "log", "data_dir")
+TOP_LEVEL_KEYS = ("network", "node", "stratum", "jobs", "payout", "ledger", "http", "log",
+                  "data_dir")
+BPS_PER_PERCENT = 100
+DEFAULT_WINDOW_MULTIPLE = 2.0  # PPLNS N = this x network difficulty
+DEFAULT_DUST_SATS = 10_000  # pool.payouts.DEFAULT_DUST_SATS
+DEFAULT_MAX_COINBASE_BYTES = 700  # pool.payouts.DEFAULT_MAX_COINBASE_BYTES (Antminer limit)
+MIN_MAX_COINBASE_BYTES = 250  # a 100-byte scriptSig, the pool output and the commitment
+MAX_PAYOUT_ACCOUNTS = 100_000  # [[payout.account]] entries
+_ACCOUNT_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as in Stratum usernames
 
 
 def default_data_dir() -> Path:
@@ -66,11 +76,28 @@ class NodeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PayoutAccount:
+    """A `[[payout.account]]` entry: the account's payout address, stored in the ledger
+    at start-up (the admin API can change it later)."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
 class PayoutConfig:
-    mode: str = "solo"  # solo | pplns (pplns arrives with the ledger)
-    # Paid when a username is not an address; None: such usernames are refused in solo.
+    mode: str = "solo"  # solo | pplns
+    # The pool's address: paid by account usernames in solo mode; in pplns mode the pool
+    # output (fee, carried balances, reward no window work claims). Required for pplns.
     address: str | None = None
     script_pubkey: bytes | None = field(default=None, repr=False)  # of `address`
+    fee_bps: int = 0  # pool fee in basis points of coinbasevalue (100 bps = 1 %)
+    fee_address: str | None = None  # solo fee output; default `address`
+    fee_script: bytes | None = field(default=None, repr=False)  # of fee_address or address
+    window_multiple: float = DEFAULT_WINDOW_MULTIPLE  # PPLNS N = this x network difficulty
+    dust_sats: int = DEFAULT_DUST_SATS  # smaller amounts are carried as balances
+    max_coinbase_bytes: int = DEFAULT_MAX_COINBASE_BYTES  # coinbase size bound (pplns)
+    accounts: tuple[PayoutAccount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +129,7 @@ class GridpoolConfig:
     http: HttpConfig
     log: LogConfig
     data_dir: Path
+    ledger: LedgerSettings
 
     def summary(self) -> str:
         """One line for `check-config` and the start-up log (no secrets)."""
@@ -109,16 +137,23 @@ class GridpoolConfig:
         return (
             f"chain={self.network.chain} nodes={len(self.nodes)} ({nodes}) "
             f"stratum={','.join(self.stratum.listen)} payout={self.payout.mode} "
-            f"http={self.http.listen} data_dir={self.data_dir}"
+            f"ledger={self.ledger.redacted_url()} http={self.http.listen} "
+            f"data_dir={self.data_dir}"
         )
 
 
     def log_settings(self, logger: Any) -> None:
         """Log every setting once at start-up (auth by kind only, never a secret)."""
+        payout = self.payout
         logger.info("config", chain=self.network.chain,
                     simulated_difficulty=self.network.simulated_difficulty,
-                    payout_mode=self.payout.mode, payout_address=self.payout.address,
+                    payout_mode=payout.mode, payout_address=payout.address,
+                    fee_bps=payout.fee_bps, fee_address=payout.fee_address,
+                    window_multiple=payout.window_multiple, dust_sats=payout.dust_sats,
+                    max_coinbase_bytes=payout.max_coinbase_bytes,
+                    payout_accounts=len(payout.accounts),
                     http_listen=self.http.listen, data_dir=str(self.data_dir))
+        self.ledger.log_settings(logger)
         for node in self.nodes:
             auth = "cookie" if node.rpc_cookie else "user/password" if node.rpc_user else "none"
             logger.info("config_node", node=node.name, rpc_url=node.rpc_url, auth=auth,
@@ -167,6 +202,7 @@ def parse_config(
     _check_keys(top, "", TOP_LEVEL_KEYS)
     network = _parse_network(top.get("network", {}))
     data_dir_text = _opt(top, "data_dir", "data_dir", str)
+    data_dir = ctx.path("data_dir", data_dir_text) if data_dir_text else default_data_dir()
     return GridpoolConfig(
         network=network,
         nodes=_parse_nodes(top.get("node", []), ctx),
@@ -175,7 +211,8 @@ def parse_config(
         payout=_parse_payout(top.get("payout", {}), network.chain),
         http=_parse_http(top.get("http", {})),
         log=_parse_log(top.get("log", {})),
-        data_dir=ctx.path("data_dir", data_dir_text) if data_dir_text else default_data_dir(),
+        data_dir=data_dir,
+        ledger=_parse_ledger(top.get("ledger", {}), data_dir, ctx),
     )
 
 
@@ -286,22 +323,113 @@ def _read_secret(table: Mapping[str, Any], source: str, key: str, ctx: _Ctx) -> 
     return secret
 
 
+_PAYOUT_KEYS = ("mode", "address", "fee_percent", "fee_bps", "fee_address", "window_multiple",
+                "dust_sats", "max_coinbase_bytes", "account")
+
+
 def _parse_payout(raw: Any, chain: str) -> PayoutConfig:
     table = _table(raw, "payout")
-    _check_keys(table, "payout", ("mode", "address"))
+    _check_keys(table, "payout", _PAYOUT_KEYS)
     mode = _opt(table, "mode", "payout.mode", str) or "solo"
     if mode not in PAYOUT_MODES:
         raise ConfigError("payout.mode", f"must be one of {', '.join(PAYOUT_MODES)}, got {mode!r}")
-    if mode == "pplns":
-        raise ConfigError("payout.mode", "pplns arrives with the ledger; use solo for now")
     address = _opt(table, "address", "payout.address", str)
-    spk = None
-    if address is not None:
-        try:
-            spk = address_to_script_pubkey(address, chain)
-        except AddressError as err:
-            raise ConfigError("payout.address", f"not a valid {chain} address: {err}") from None
-    return PayoutConfig(mode=mode, address=address, script_pubkey=spk)
+    spk = _address_script("payout.address", address, chain)
+    if mode == "pplns" and spk is None:
+        raise ConfigError("payout.address", "pplns needs the pool's address (it receives the "
+                          "fee and the value behind carried balances)")
+    fee_bps = _parse_fee(table)
+    fee_address = _opt(table, "fee_address", "payout.fee_address", str)
+    fee_script = _address_script("payout.fee_address", fee_address, chain) or spk
+    if fee_bps and fee_script is None:
+        raise ConfigError("payout.fee_address", "a pool fee needs fee_address or address")
+    multiple = _opt_number(table, "window_multiple", "payout.window_multiple")
+    multiple = DEFAULT_WINDOW_MULTIPLE if multiple is None else multiple
+    _check_range("payout.window_multiple", multiple, 1e-6, 1e6)
+    dust = _opt(table, "dust_sats", "payout.dust_sats", int)
+    dust = DEFAULT_DUST_SATS if dust is None else dust
+    _check_range("payout.dust_sats", dust, 1, 21_000_000 * 100_000_000)
+    max_bytes = _opt(table, "max_coinbase_bytes", "payout.max_coinbase_bytes", int)
+    max_bytes = DEFAULT_MAX_COINBASE_BYTES if max_bytes is None else max_bytes
+    _check_range("payout.max_coinbase_bytes", max_bytes, MIN_MAX_COINBASE_BYTES, 1_000_000)
+    return PayoutConfig(
+        mode=mode, address=address, script_pubkey=spk, fee_bps=fee_bps,
+        fee_address=fee_address, fee_script=fee_script, window_multiple=multiple,
+        dust_sats=dust, max_coinbase_bytes=max_bytes,
+        accounts=_parse_accounts(table.get("account", []), chain),
+    )
+
+
+def _address_script(key: str, address: str | None, chain: str) -> bytes | None:
+    if address is None:
+        return None
+    try:
+        return address_to_script_pubkey(address, chain)
+    except AddressError as err:
+        raise ConfigError(key, f"not a valid {chain} address: {err}") from None
+
+
+def _parse_fee(table: Mapping[str, Any]) -> int:
+    """`fee_bps` (integer basis points) or `fee_percent` (a multiple of 0.01), not both."""
+    if "fee_bps" in table and "fee_percent" in table:
+        raise ConfigError("payout.fee_percent", "give fee_percent or fee_bps, not both")
+    if "fee_bps" in table:
+        bps = _opt(table, "fee_bps", "payout.fee_bps", int)
+        _check_range("payout.fee_bps", bps, 0, 10_000)
+        return int(bps)
+    percent = _opt_number(table, "fee_percent", "payout.fee_percent")
+    if percent is None:
+        return 0
+    _check_range("payout.fee_percent", percent, 0.0, 100.0)
+    bps = round(percent * BPS_PER_PERCENT)
+    if abs(percent * BPS_PER_PERCENT - bps) > 1e-6:
+        raise ConfigError("payout.fee_percent", f"must be a multiple of 0.01, got {percent!r}")
+    return bps
+
+
+def _parse_accounts(raw: Any, chain: str) -> tuple[PayoutAccount, ...]:
+    if isinstance(raw, Mapping):
+        raise ConfigError("payout.account", "write [[payout.account]], not [payout.account]")
+    if not isinstance(raw, list):
+        raise ConfigError("payout.account", f"must be an array of tables, not "
+                          f"{type(raw).__name__}")
+    if len(raw) > MAX_PAYOUT_ACCOUNTS:
+        raise ConfigError("payout.account", f"at most {MAX_PAYOUT_ACCOUNTS} entries")
+    accounts: dict[str, PayoutAccount] = {}
+    for index, item in enumerate(raw):
+        key = f"payout.account[{index}]"
+        table = _table(item, key)
+        _check_keys(table, key, ("name", "address"))
+        name = _opt(table, "name", f"{key}.name", str)
+        if name is None or not _ACCOUNT_NAME_RE.fullmatch(name):
+            raise ConfigError(f"{key}.name", "is required: 1-64 of A-Z a-z 0-9 _ -")
+        if name in accounts:
+            raise ConfigError(f"{key}.name", f"duplicate account {name!r}")
+        address = _opt(table, "address", f"{key}.address", str)
+        if address is None:
+            raise ConfigError(f"{key}.address", "is required")
+        _address_script(f"{key}.address", address, chain)
+        accounts[name] = PayoutAccount(name, address)
+    return tuple(accounts.values())
+
+
+def _parse_ledger(raw: Any, data_dir: Path, ctx: _Ctx) -> LedgerSettings:
+    """`[ledger]` with the URL, journal path and password resolved."""
+    from pool.ledger.settings import JOURNAL_FILE_NAME, SQLITE_FILE_NAME, LedgerSettings
+
+    settings = LedgerSettings.from_mapping(_table(raw, "ledger"))
+    url = settings.url or f"sqlite://{(data_dir / SQLITE_FILE_NAME).as_posix()}"
+    journal = (ctx.path("ledger.journal_path", settings.journal_path)
+               if settings.journal_path else data_dir / JOURNAL_FILE_NAME)
+    password = settings.password
+    if settings.password_file is not None or settings.password_env is not None:
+        source = "password_file" if settings.password_file is not None else "password_env"
+        table = {"rpc_" + source: getattr(settings, source)}
+        password = _read_secret(table, "rpc_" + source, f"ledger.{source}", ctx)
+    if password is not None and not url.startswith("postgres"):
+        raise ConfigError("ledger.password", "a password only applies to a postgresql:// url")
+    return dataclasses.replace(settings, url=url, journal_path=str(journal), password=password,
+                               password_file=None, password_env=None)  # (resolved)
 
 
 def _parse_http(raw: Any) -> HttpConfig:

@@ -76,3 +76,16 @@ class LedgerUnavailableError(LedgerError):
 class LedgerBusyError(LedgerError):
     """The share recorder cannot accept a share in time (queue full, journal full or the
     deadline passed); the share was NOT acknowledged and must not be reported accepted."""
+
+
+class ApiError(PoolError):
+    """An HTTP API request the pool refuses; `pool.web` turns it into a JSON error body
+    `{"error": code, "message": …, "field": …}` with HTTP `status` (400/422 name the
+    field, 401/403 say why the credentials do not suffice, 404 names what is unknown)."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field

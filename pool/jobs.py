@@ -30,10 +30,12 @@ import structlog
 from pool import metrics
 from pool.bitcoin.coinbase import build_coinbase_parts, coinbase_with_witness
 from pool.bitcoin.merkle import coinbase_merkle_branch
+from pool.bitcoin.script import bip34_height_push, push_data
 from pool.bitcoin.serialize import ser_compact_size
-from pool.bitcoin.target import bits_to_target, difficulty_to_target
+from pool.bitcoin.target import bits_to_target, difficulty_to_target, target_to_difficulty
 from pool.bitcoin.tx import TxOut
 from pool.errors import ConfigError, NodeError, TemplateError
+from pool.payouts import CoinbasePlan, CoinbasePolicy
 from pool.stratum.protocol import notification_line, prevhash_to_stratum, u32_hex
 from pool.stratum.settings import check_range, settings_from_mapping
 
@@ -51,6 +53,7 @@ MAX_FUTURE_NTIME_S = 7200  # consensus MAX_FUTURE_BLOCK_TIME: a share's ntime ma
 EXTRANONCE1_SIZE = 4  # bytes, allocated per connection
 MAX_COINBASE_TAG_BYTES = 64
 LEFT_TIPS_KEPT = 8  # tips the pool moved away from, remembered for late templates/reorgs
+NO_FEES = CoinbasePolicy()  # every coinbase pays its session's script the whole value
 
 
 def block_subsidy_sats(height: int, chain: str) -> int:
@@ -177,14 +180,24 @@ class CoinbaseLayout:
     extranonce2_size: int
     version: int
 
-    def parts(self, template: Template, payout_script: bytes) -> tuple[bytes, bytes]:
-        outputs = [TxOut(template.coinbase_value_sats, payout_script)]
+    def parts(self, template: Template, payout: bytes | CoinbasePlan) -> tuple[bytes, bytes]:
+        """coinb1/coinb2 paying one script the whole value, or a plan's outputs."""
+        if isinstance(payout, CoinbasePlan):
+            outputs = list(payout.outputs)
+        else:
+            outputs = [TxOut(template.coinbase_value_sats, payout)]
         if template.witness_commitment_script is not None:
             outputs.append(TxOut(0, template.witness_commitment_script))
         return build_coinbase_parts(
             height=template.height, tag=self.tag, extranonce1_size=self.extranonce1_size,
             extranonce2_size=self.extranonce2_size, outputs=outputs, version=self.version,
         )
+
+    def script_sig_bytes(self, height: int) -> int:
+        """Length of the coinbase scriptSig at `height` (for the payout size bound)."""
+        tag = push_data(self.tag) if self.tag else b""
+        return (len(bip34_height_push(height)) + len(tag) + 1
+                + self.extranonce1_size + self.extranonce2_size)
 
 
 @dataclass(slots=True, eq=False)
@@ -204,13 +217,17 @@ class Job:
     Memory: coinb1 is the same for every payout script and kept once; per script a job
     keeps coinb2 and, only while it is the current job, its notify line (see retire())."""
 
-    __slots__ = ("_coinb1", "_parts", "block_target", "clean", "job_id", "kind", "layout",
-                 "ntime", "seen_hashes", "template", "tip_seen_s")
+    __slots__ = ("_coinb1", "_network_difficulty", "_parts", "block_target", "clean", "job_id",
+                 "kind", "layout", "ntime", "planned", "policy", "seen_hashes", "template",
+                 "tip_seen_s")
 
     def __init__(self, *, job_id: str, template: Template, layout: CoinbaseLayout, clean: bool,
                  kind: str, ntime: int, block_target: int, seen_hashes: set[bytes],
-                 tip_seen_s: float | None) -> None:
+                 tip_seen_s: float | None, policy: CoinbasePolicy = NO_FEES,
+                 planned: PlannedPayout | None = None) -> None:
         self.job_id = job_id
+        self.policy = policy  # solo fee split, and which script is the pool's
+        self.planned = planned  # the PPLNS plan paid to the pool's script, if any
         self.template = template
         self.layout = layout
         self.clean = clean
@@ -221,6 +238,7 @@ class Job:
         self.tip_seen_s = tip_seen_s  # monotonic time the tip behind a clean job was seen
         self._parts: dict[bytes, CoinbaseParts] = {}
         self._coinb1: bytes | None = None
+        self._network_difficulty: float | None = None
 
     @property
     def mintime(self) -> int:
@@ -230,11 +248,25 @@ class Job:
     def max_ntime(self) -> int:
         return self.ntime + MAX_FUTURE_NTIME_S
 
+    @property
+    def network_difficulty(self) -> float:
+        """The difficulty a share needs to be a block (simulated on a demo regtest)."""
+        if self._network_difficulty is None:
+            self._network_difficulty = target_to_difficulty(self.block_target)
+        return self._network_difficulty
+
+    def payout_plan(self, payout_script: bytes) -> CoinbasePlan:
+        """What the coinbase of a session paid by `payout_script` pays: the job's PPLNS
+        plan for the pool's script, else the policy's solo split."""
+        if self.planned is not None and payout_script == self.policy.pool_script:
+            return self.planned.plan
+        return self.policy.plan_for(self.template.coinbase_value_sats, payout_script)
+
     def parts_for(self, payout_script: bytes) -> CoinbaseParts:
         """Coinbase parts paying `payout_script` (built once per script, then cached)."""
         parts = self._parts.get(payout_script)
         if parts is None:
-            coinb1, coinb2 = self.layout.parts(self.template, payout_script)
+            coinb1, coinb2 = self.layout.parts(self.template, self.payout_plan(payout_script))
             if self._coinb1 is None:
                 self._coinb1 = coinb1
             parts = CoinbaseParts(self._coinb1, coinb2)
@@ -302,6 +334,27 @@ class TemplateSource(Protocol):
     def on_new_tip(self, callback: Callable[[str], Any]) -> None: ...
 
 
+class PlannedPayout(Protocol):
+    """A PPLNS plan as a job keeps it (pool.ledger.planner.PlannedCoinbase)."""
+
+    plan: CoinbasePlan
+
+
+class PlanSource(Protocol):
+    """What JobManager needs from pool.ledger.planner.PayoutPlanner (pplns mode)."""
+
+    def refresh_task(self, network_difficulty: float) -> asyncio.Task[Any]: ...
+
+    def plan(self, coinbasevalue: int, *, script_sig_bytes: int,
+             witness_commitment: bool) -> PlannedPayout: ...
+
+    async def plan_async(self, coinbasevalue: int, *, script_sig_bytes: int,
+                         witness_commitment: bool) -> PlannedPayout: ...
+
+    def prepare(self, coinbasevalue: int, *, script_sig_bytes: int,
+                witness_commitment: bool) -> None: ...
+
+
 JobCallback = Callable[[Job], None]
 
 
@@ -321,11 +374,20 @@ class JobManager:
         extranonce2_size: int,
         simulated_difficulty: float | None = None,
         clock: Callable[[], float] = time.time,
+        policy: CoinbasePolicy | None = None,
+        planner: PlanSource | None = None,
+        window_read_timeout_s: float = 1.0,
     ) -> None:
         self.nodes = nodes
         self.settings = settings
         self.chain = chain
         self.simulated_difficulty = simulated_difficulty
+        self.policy = policy or NO_FEES
+        # pplns: every job's coinbase for the pool's script comes from the planner, whose
+        # ledger read of the window runs beside getblocktemplate (waited for at most
+        # window_read_timeout_s, else the previous window is used).
+        self.planner = planner
+        self.window_read_timeout_s = window_read_timeout_s
         self.layout = CoinbaseLayout(settings.coinbase_tag.encode(), EXTRANONCE1_SIZE,
                                      extranonce2_size, settings.coinbase_version)
         self._check_layout()
@@ -406,22 +468,59 @@ class JobManager:
         propagate."""
         async with self._lock:
             self._last_attempt_s = time.monotonic()
+            window = self._read_window(self._current.template if self._current else None)
             template = Template.from_gbt(await self.nodes.get_block_template())
             current = self._current
             if current is not None and template.prev_hash_le in self._left_tips:
                 # Fetched before a new tip whose empty job is already out: not worth a job.
                 log.debug("stale_template_ignored", height=template.height)
                 return current
+            planned = await self._plan(template, window or self._read_window(template))
             if current is not None and template.prev_hash_le == current.template.prev_hash_le:
                 kind = "full" if current.kind == "empty" else "refresh"
-                job = self._make_job(template, clean=False, kind=kind, tip_seen_s=tip_seen_s)
+                job = self._make_job(template, clean=False, kind=kind, tip_seen_s=tip_seen_s,
+                                     planned=planned)
             else:
                 job = self._make_job(template, clean=True, kind="full",
-                                     tip_seen_s=tip_seen_s or template.fetched_s)
+                                     tip_seen_s=tip_seen_s or template.fetched_s,
+                                     planned=planned)
             self._last_full = template
             self._publish(job)
             self._recovered()
             return job
+
+    def network_difficulty(self, template: Template) -> float:
+        """The network difficulty behind PPLNS's N (the simulated one on a demo regtest)."""
+        if self.simulated_difficulty is not None:
+            return self.simulated_difficulty
+        return target_to_difficulty(bits_to_target(template.bits))
+
+    def _read_window(self, template: Template | None) -> asyncio.Task[Any] | None:
+        """Start (or join) the planner's ledger read of the window, beside the template
+        fetch; None without a planner or a template to take the difficulty from."""
+        if self.planner is None or template is None:
+            return None
+        return self.planner.refresh_task(self.network_difficulty(template))
+
+    async def _plan(self, template: Template,
+                    window: asyncio.Task[Any] | None) -> PlannedPayout | None:
+        if self.planner is None:
+            return None
+        if window is not None and self.window_read_timeout_s > 0:
+            await asyncio.wait({window}, timeout=self.window_read_timeout_s)
+        return await self.planner.plan_async(
+            template.coinbase_value_sats,
+            script_sig_bytes=self.layout.script_sig_bytes(template.height),
+            witness_commitment=template.witness_commitment_script is not None)
+
+    def _prepare_next_empty(self, job: Job) -> None:
+        """Have the planner compute the next tip's empty-job plan in the background."""
+        if self.planner is None or not self.settings.empty_block_first:
+            return
+        height = job.template.height + 1
+        self.planner.prepare(block_subsidy_sats(height, self.chain),
+                             script_sig_bytes=self.layout.script_sig_bytes(height),
+                             witness_commitment=False)
 
     async def _on_tip(self, tip_hash_hex: str) -> None:
         tip_seen_s = time.monotonic()
@@ -452,10 +551,16 @@ class JobManager:
         template = base.empty_successor(
             prev_hash_le=prev_hash_le, height=height, chain=self.chain,
             ntime=max(int(self._clock()), base.curtime), mintime=base.mintime)
-        self._publish(self._make_job(template, clean=True, kind="empty", tip_seen_s=tip_seen_s))
+        planned = None
+        if self.planner is not None:  # prepared in the background: normally a cache hit
+            planned = self.planner.plan(
+                template.coinbase_value_sats, script_sig_bytes=self.layout.script_sig_bytes(
+                    height), witness_commitment=False)
+        self._publish(self._make_job(template, clean=True, kind="empty", tip_seen_s=tip_seen_s,
+                                     planned=planned))
 
     def _make_job(self, template: Template, *, clean: bool, kind: str,
-                  tip_seen_s: float | None) -> Job:
+                  tip_seen_s: float | None, planned: PlannedPayout | None = None) -> Job:
         current = self._current
         same_tip = current is not None and current.template.prev_hash_le == template.prev_hash_le
         return Job(
@@ -465,6 +570,7 @@ class JobManager:
             block_target=self._block_target(template.bits),
             seen_hashes=current.seen_hashes if same_tip and current else set(),
             tip_seen_s=tip_seen_s if clean else None,
+            policy=self.policy, planned=planned,
         )
 
     def _block_target(self, bits: int) -> int:
@@ -500,6 +606,7 @@ class JobManager:
                 callback(job)
             except Exception:
                 log.exception("job_callback_failed", job_id=job.job_id)
+        self._prepare_next_empty(job)
 
     # ---- refresh loop ------------------------------------------------------------------
 

@@ -94,3 +94,64 @@ def submit_result_label(result: str | None) -> str:
     if result.startswith("error"):
         return "error"
     return result if result in KNOWN_SUBMIT_RESULTS else "other"
+
+
+# ---- ledger, blocks and payouts (appended with the ledger wiring) -------------------------
+
+SHARES_NOT_RECORDED = Counter(
+    "gridpool_shares_not_recorded",
+    "Valid shares answered with error 20 because the ledger could not make them durable",
+)
+
+BLOCKS_CONFIRMED = Counter(
+    "gridpool_blocks_confirmed", "Found blocks that reached 100 confirmations (coinbase mature)"
+)
+
+BLOCKS_ORPHANED = Counter(
+    "gridpool_blocks_orphaned", "Found blocks another block replaced in the best chain"
+)
+
+LEDGER_BATCH_SHARES = Histogram(
+    "gridpool_ledger_batch_shares",
+    "Shares per ledger transaction of the share recorder",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+
+LEDGER_COMMIT_SECONDS = Histogram(
+    "gridpool_ledger_commit_seconds",
+    "Time to commit one batch of shares (what a miner's share answer waits for)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0),
+)
+
+LEDGER_PENDING_SHARES = Gauge(
+    "gridpool_ledger_pending_shares", "Shares queued for the ledger, not yet durable"
+)
+
+LEDGER_JOURNAL_BYTES = Gauge(
+    "gridpool_ledger_journal_bytes",
+    "Bytes of acknowledged shares in the local journal, waiting for the database",
+)
+
+LEDGER_DEGRADED = Gauge(
+    "gridpool_ledger_degraded", "1 while the database is unavailable and shares are journaled"
+)
+
+LEDGER_JOURNALED_SHARES = Counter(
+    "gridpool_ledger_journaled_shares", "Shares acknowledged after a journal fsync (outage)"
+)
+
+PPLNS_WINDOW_READ_SECONDS = Histogram(
+    "gridpool_pplns_window_read_seconds",
+    "Time to read the PPLNS window, accounts and balances from the ledger",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+PPLNS_PLAN_SECONDS = Histogram(
+    "gridpool_pplns_plan_seconds",
+    "Time to compute one PPLNS coinbase split",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+
+PPLNS_WINDOW_ACCOUNTS = Gauge(
+    "gridpool_pplns_window_accounts", "Accounts with work in the current PPLNS window"
+)

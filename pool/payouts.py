@@ -64,6 +64,27 @@ class CoinbasePlan:
         return {a.account: a.balance_after for a in self.accounts if a.balance_after}
 
 
+@dataclass(frozen=True, slots=True)
+class CoinbasePolicy:
+    """How a coinbase pays a session's payout script, apart from PPLNS plans (which need
+    the ledger): a solo miner's address gets the reward minus the pool fee (solo_split);
+    the pool's own script (`pool_script`, account usernames without PPLNS) gets all of it.
+    """
+
+    pool_script: bytes | None = None
+    fee_bps: int = 0
+    fee_script: bytes | None = None  # the fee output of solo coinbases
+    dust_sats: int = 0  # a solo fee below this is folded into the miner's output
+
+    def plan_for(self, coinbasevalue: int, payout_script: bytes) -> CoinbasePlan:
+        if payout_script == self.pool_script:
+            return CoinbasePlan((TxOut(coinbasevalue, payout_script),), 0, coinbasevalue, 0)
+        if not self.fee_bps:
+            return CoinbasePlan((TxOut(coinbasevalue, payout_script),), 0, 0, 0)
+        return solo_split(coinbasevalue, self.fee_bps, payout_script, self.fee_script,
+                          dust_sats=self.dust_sats)
+
+
 def pool_fee(coinbasevalue: int, fee_bps: int) -> int:
     _check_amounts(coinbasevalue, fee_bps)
     return coinbasevalue * fee_bps // BPS
@@ -199,8 +220,14 @@ def _fit_outputs(
     n_outputs = 1 + (1 if witness_commitment else 0)
     outputs_size = 0  # bytes of the chosen miner outputs
     paid = 0
+    # Once not even the smallest eligible output fits, nothing further can: stop there
+    # (the same choice as walking on, without walking thousands of carried accounts).
+    shortest = min((scripts[a] for a in eligible), key=len, default=b"")
+    smallest = output_bytes(shortest)
     for account in eligible:
         if max_outputs is not None and len(chosen) >= max_outputs:
+            break
+        if base + outputs_size + smallest > max_coinbase_bytes:
             break
         if paid + totals[account] > coinbasevalue:
             continue  # balances larger than this reward wait for a later block

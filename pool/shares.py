@@ -18,10 +18,12 @@ native `check_header`, which also compares against the target.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -38,7 +40,21 @@ from pool.hashing import HashBackend, get_backend
 from pool.jobs import Job, JobManager
 from pool.stratum.protocol import ErrorCode, StratumError, build_header, parse_hex_field
 
+if TYPE_CHECKING:
+    from pool.stratum.usernames import Identity
+
 log = structlog.get_logger(__name__)
+
+SITE_SEPARATOR = "."  # worker "site.miner" belongs to site "site"
+
+
+def site_of_worker(worker: str) -> str:
+    """The site a worker belongs to, by its name (DESIGN §6): the part of the worker name
+    before its first dot — `alice.siteA.rig7` is account alice, worker `siteA.rig7`, site
+    `siteA` — or "" when the worker name has no dot (no site). The one place this rule
+    lives; the fleet's inventory names its sites the same way."""
+    site, sep, _ = worker.partition(SITE_SEPARATOR)
+    return site if sep else ""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -71,10 +87,16 @@ class Share:
     coinbase: bytes  # non-witness serialization
     is_block: bool
     received_s: float  # time.time()
+    identity: Identity | None = None  # who submitted it (set by the session)
 
     @property
     def hash_hex(self) -> str:
         return self.hash_le[::-1].hex()
+
+    @property
+    def share_id(self) -> str:
+        """The ledger's key of this share (unique: a job id never repeats)."""
+        return f"{self.job.job_id}:{self.hash_hex}"
 
     @property
     def hash_difficulty(self) -> float:
@@ -141,15 +163,25 @@ class ShareValidator:
 
 SubmitFn = Callable[[str], Awaitable[dict[str, str | None]]]
 BlockCallback = Callable[[Share, dict[str, str | None]], None]
+FoundCallback = Callable[[Share], Awaitable[None]]
 
 
 async def submit_block(share: Share, submit: SubmitFn, *, simulated: bool,
-                       on_block: BlockCallback | None = None) -> dict[str, str | None]:
+                       on_block: BlockCallback | None = None,
+                       on_found: FoundCallback | None = None) -> dict[str, str | None]:
     """Assemble the block of a candidate share and submit it to every node BEFORE anything
-    else; then log bitcoind's answers and count the find. `simulated` labels finds under
-    [network] simulated_difficulty (regtest demo)."""
+    else; `on_found` (the ledger's "found" record) runs while the nodes validate it. Then
+    log bitcoind's answers and count the find. `simulated` labels finds under [network]
+    simulated_difficulty (regtest demo)."""
     block_hex = share.job.block_bytes(share.header, share.coinbase).hex()
-    results = await submit(block_hex)
+    submission = asyncio.ensure_future(submit(block_hex))
+    if on_found is not None:
+        try:
+            await on_found(share)
+        except Exception:
+            # The block is out either way; whatever failed logged itself.
+            log.exception("block_found_hook_failed", block_hash=share.hash_hex)
+    results = await submission
     metrics.BLOCKS_FOUND.inc()
     accepted = [node for node, result in results.items() if result is None]
     log.info(

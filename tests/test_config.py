@@ -24,6 +24,7 @@ EXAMPLE = REPO / "deploy" / "gridpool.example.toml"
 REGTEST_ADDR = "bcrt1qzxkwscu4dwx3r26qfvx7l0q3eehp4ngwus8rhh"
 MAIN_ADDR = "bc1qzxkwscu4dwx3r26qfvx7l0q3eehp4ngw5l9amd"
 SIGNET_ADDR = "tb1qzxkwscu4dwx3r26qfvx7l0q3eehp4ngw7e7wq7"
+SOLO_ADDR = "bcrt1qdavt4j2sd7dlhqsavtnfxvzppw6k7qy97tmnu9"
 SECRET = "hunter2-very-secret"
 URL = "http://127.0.0.1:18443"
 
@@ -123,9 +124,40 @@ BAD = [
     ({"payout": {"address": MAIN_ADDR}}, "payout.address"),
     ({"network": {"chain": "main"}, "payout": {"address": REGTEST_ADDR}}, "payout.address"),
     ({"network": {"chain": "main"}, "payout": {"address": MAIN_ADDR[:-1] + "x"}}, "payout.address"),
-    ({"payout": {"mode": "pplns"}}, "payout.mode"),
+    ({"payout": {"mode": "pplns"}}, "payout.address"),  # pplns needs the pool's address
     ({"payout": {"mode": "pps"}}, "payout.mode"),
     ({"payout": {"fee": 1}}, "payout.fee"),
+    ({"payout": {"fee_bps": 100}}, "payout.fee_address"),  # a fee output needs an address
+    ({"payout": {"address": REGTEST_ADDR, "fee_bps": 10_001}}, "payout.fee_bps"),
+    ({"payout": {"address": REGTEST_ADDR, "fee_bps": 1.5}}, "payout.fee_bps"),
+    ({"payout": {"address": REGTEST_ADDR, "fee_percent": 0.005}}, "payout.fee_percent"),
+    ({"payout": {"address": REGTEST_ADDR, "fee_percent": 1, "fee_bps": 100}},
+     "payout.fee_percent"),
+    ({"payout": {"fee_address": MAIN_ADDR}}, "payout.fee_address"),
+    ({"payout": {"window_multiple": 0}}, "payout.window_multiple"),
+    ({"payout": {"dust_sats": 0}}, "payout.dust_sats"),
+    ({"payout": {"max_coinbase_bytes": 100}}, "payout.max_coinbase_bytes"),
+    ({"payout": {"account": {"name": "a", "address": REGTEST_ADDR}}}, "payout.account"),
+    ({"payout": {"account": [{"name": "a b", "address": REGTEST_ADDR}]}}, "payout.account[0].name"),
+    ({"payout": {"account": [{"name": "a"}]}}, "payout.account[0].address"),
+    ({"payout": {"account": [{"name": "a", "address": MAIN_ADDR}]}}, "payout.account[0].address"),
+    ({"payout": {"account": [{"name": "a", "address": REGTEST_ADDR},
+                             {"name": "a", "address": REGTEST_ADDR}]}}, "payout.account[1].name"),
+    ({"payout": {"account": [{"name": "a", "address": REGTEST_ADDR, "x": 1}]}},
+     "payout.account[0].x"),
+    ({"ledger": {"url": "mysql://x"}}, "ledger.url"),
+    ({"ledger": {"url": "sqlite://relative.db"}}, "ledger.url"),
+    ({"ledger": {"url": "postgresql://h:notaport/db"}}, "ledger.url"),
+    ({"ledger": {"max_batch": 0}}, "ledger.max_batch"),
+    ({"ledger": {"linger_ms": "1"}}, "ledger.linger_ms"),
+    ({"ledger": {"record_timeout_s": 0}}, "ledger.record_timeout_s"),
+    ({"ledger": {"bogus": 1}}, "ledger.bogus"),
+    ({"ledger": {"password": "x"}}, "ledger.password"),  # only for postgresql://
+    ({"ledger": {"url": "postgresql://u@h:5432/db", "password": "x", "password_env": "X"}},
+     "ledger.password_env"),
+    ({"ledger": {"url": "postgresql://u@h:5432/db", "password_env": "GRIDPOOL_UNSET_X"}},
+     "ledger.password_env"),
+    ({"ledger": {"journal_path": ""}, "data_dir": 5}, "data_dir"),
     ({"http": {"listen": "127.0.0.1"}}, "http.listen"),
     ({"http": {"listen": "127.0.0.1:80800"}}, "http.listen"),
     ({"http": {"listen": "bad host:80"}}, "http.listen"),
@@ -186,6 +218,45 @@ def test_valid_addresses_per_chain() -> None:
                          "payout": {"address": MAIN_ADDR}}).payout.script_pubkey is not None
 
 
+def test_pplns_payout_and_ledger(tmp_path: Path) -> None:
+    (tmp_path / "pgpass").write_text(SECRET + "\n")
+    config = parse_config({
+        "data_dir": "state",
+        "payout": {"mode": "pplns", "address": REGTEST_ADDR, "fee_percent": 1.5,
+                   "fee_address": SOLO_ADDR, "window_multiple": 0.5, "dust_sats": 50_000,
+                   "max_coinbase_bytes": 1000,
+                   "account": [{"name": "alice", "address": SOLO_ADDR},
+                               {"name": "bob-2", "address": REGTEST_ADDR}]},
+        "ledger": {"url": "postgresql://pool@db.example:5432/gridpool?schema=pool1",
+                   "password_file": "pgpass", "journal_path": "j/shares.journal",
+                   "linger_ms": 2, "max_batch": 500},
+    }, base_dir=tmp_path)
+    payout = config.payout
+    assert (payout.mode, payout.fee_bps, payout.window_multiple) == ("pplns", 150, 0.5)
+    assert payout.fee_script != payout.script_pubkey and payout.dust_sats == 50_000
+    assert [(a.name, a.address) for a in payout.accounts] == [("alice", SOLO_ADDR),
+                                                              ("bob-2", REGTEST_ADDR)]
+    ledger = config.ledger
+    assert ledger.journal_file == str(tmp_path / "j" / "shares.journal")
+    assert (ledger.linger_ms, ledger.max_batch) == (2.0, 500)
+    assert ledger.dsn() == (f"postgresql://pool:{SECRET}@db.example:5432/gridpool"
+                            "?schema=pool1")
+    assert SECRET not in repr(config) and SECRET not in config.summary()
+    assert "ledger=postgresql://pool@db.example:5432/gridpool" in config.summary()
+    with structlog.testing.capture_logs() as logs:
+        config.log_settings(structlog.get_logger("test"))
+    assert SECRET not in repr(logs)
+
+
+def test_ledger_defaults_live_in_the_data_dir(tmp_path: Path) -> None:
+    config = parse_config({"data_dir": str(tmp_path), "payout": {"fee_bps": 0}})
+    assert config.ledger.url == f"sqlite://{tmp_path}/ledger.db"
+    assert config.ledger.journal_file == str(tmp_path / "shares.journal")
+    assert config.payout.max_coinbase_bytes == 700 and config.payout.fee_bps == 0
+    no_journal = parse_config({"data_dir": str(tmp_path), "ledger": {"journal": False}})
+    assert no_journal.ledger.journal_file is None
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     gridpool = Path(sys.executable).with_name("gridpool")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDPOOL_")}
@@ -219,13 +290,16 @@ def test_check_config_cli_names_the_key(tmp_path: Path) -> None:
 
 def _section_keys() -> dict[str, list[str]]:
     from pool.jobs import JobSettings
+    from pool.ledger.settings import LedgerSettings
     from pool.stratum.settings import StratumSettings
 
     return {
         "network": ["chain", "simulated_difficulty"],
         "stratum": [f.name for f in dataclasses.fields(StratumSettings)],
         "jobs": [f.name for f in dataclasses.fields(JobSettings)],
-        "payout": ["mode", "address"],
+        "payout": ["mode", "address", "fee_percent", "fee_bps", "fee_address",
+                   "window_multiple", "dust_sats", "max_coinbase_bytes", "account"],
+        "ledger": [f.name for f in dataclasses.fields(LedgerSettings)],
         "http": ["listen"],
         "log": ["level", "json"],
         "node": ["name", "rpc_url", "rpc_cookie", "rpc_user", "rpc_password",
@@ -303,7 +377,8 @@ def test_reference_documents_every_key() -> None:
     keys = {key for keys in _section_keys().values() for key in keys} | {"data_dir"}
     missing = sorted(key for key in keys if f"| `{key}` |" not in text)
     assert not missing, f"docs/configuration.md lacks {missing}"
-    for section in ("[network]", "[[node]]", "[stratum]", "[jobs]", "[payout]", "[http]", "[log]"):
+    for section in ("[network]", "[[node]]", "[stratum]", "[jobs]", "[payout]", "[ledger]",
+                    "[http]", "[log]"):
         assert f"## `{section}`" in text
 
 

@@ -4,20 +4,26 @@ tip, refresh jobs, job retention, job ids, coinbase parts."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from pool.bitcoin.merkle import coinbase_merkle_branch
 from pool.bitcoin.script import bip34_height_push, push_data
+from pool.bitcoin.tx import Transaction
 from pool.config import NodeConfig
 from pool.errors import ConfigError
 from pool.jobs import JobIdSource, JobManager, JobSettings, block_subsidy_sats
+from pool.ledger import ShareRecord, open_ledger
+from pool.ledger.planner import PayoutPlanner, PlanKey
 from pool.node.nodeset import NodeSet
+from pool.payouts import CoinbasePolicy
 from pool.stratum.protocol import prevhash_to_stratum
 
 SCRIPT_A = bytes.fromhex("0014" + "aa" * 20)
 SCRIPT_B = bytes.fromhex("5120" + "bb" * 32)
+SOLO_ADDRESS = "bcrt1qdavt4j2sd7dlhqsavtnfxvzppw6k7qy97tmnu9"
 
 
 class JobLog:
@@ -41,7 +47,8 @@ class JobLog:
 async def manager_factory(devnet):
     made: list[tuple[NodeSet, JobManager]] = []
 
-    async def make(**settings: Any) -> tuple[JobManager, JobLog]:
+    async def make(manager_kwargs: dict | None = None,
+                   **settings: Any) -> tuple[JobManager, JobLog]:
         node = NodeConfig(
             rpc_url=devnet.rpc_url,
             name="devnet",
@@ -50,7 +57,8 @@ async def manager_factory(devnet):
         )
         nodes = NodeSet([node], chain="regtest")
         await nodes.start()
-        manager = JobManager(nodes, JobSettings(**settings), chain="regtest", extranonce2_size=8)
+        manager = JobManager(nodes, JobSettings(**settings), chain="regtest", extranonce2_size=8,
+                             **(manager_kwargs or {}))
         log = JobLog()
         manager.on_job(log)
         await manager.start()
@@ -224,3 +232,67 @@ async def test_late_template_of_a_left_tip_is_ignored_and_a_reorg_back_works():
     assert (empty.kind, empty.clean, full.kind) == ("empty", True, "full")
     assert full.template.prev_hash_hex == tip_a and full.template.height == 11
     assert empty.template.height == 11  # remembered for a tip the pool had left
+
+
+async def test_solo_coinbase_pays_the_pool_fee(manager_factory):
+    fee_script = SCRIPT_B
+    policy = CoinbasePolicy(pool_script=None, fee_bps=150, fee_script=fee_script, dust_sats=1)
+    _, log = await manager_factory({"policy": policy})
+    (job,) = await log.wait(1)
+    value = job.template.coinbase_value_sats
+    parts = job.parts_for(SCRIPT_A)
+    coinbase = Transaction.parse(parts.coinb1 + bytes(4 + 8) + parts.coinb2)
+    fee = value * 150 // 10_000
+    assert [(o.value_sats, o.script_pubkey) for o in coinbase.outputs[:2]] == [
+        (value - fee, SCRIPT_A), (fee, fee_script)]
+    assert coinbase.outputs[2].value_sats == 0  # the witness commitment
+    assert job.payout_plan(SCRIPT_A).pool_fee_sats == fee
+    # the scriptSig length the PPLNS size bound assumes is the real one
+    script_sig = coinbase.inputs[0].script_sig
+    assert len(script_sig) == JobManager(None, JobSettings(), chain="regtest",
+                                         extranonce2_size=8).layout.script_sig_bytes(
+        job.template.height)
+
+
+async def test_pplns_jobs_take_their_plan_from_the_planner(devnet, manager_factory, tmp_path):
+    """Every job's pool coinbase is the planner's split of that job's coinbasevalue, within
+    max_coinbase_bytes (what does not fit is carried); the empty job of a new tip finds its
+    plan prepared (no ledger read on that path)."""
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    await ledger.migrate()
+    await ledger.record_shares([ShareRecord(
+        share_id=f"s{i}", account=f"acct{i}", worker="w", site="", difficulty=1e-9 * (i + 1),
+        network_difficulty=1.0, time=time.time(), job_id="j", hash_hex="00", is_block=False)
+        for i in range(3)])
+    for i in range(3):
+        await ledger.set_payout_address(f"acct{i}", SOLO_ADDRESS)
+    planner = PayoutPlanner(ledger, chain="regtest", pool_script=SCRIPT_B, fee_bps=100,
+                            window_multiple=100.0, dust_sats=1, max_coinbase_bytes=250)
+    manager, log = await manager_factory(
+        {"policy": CoinbasePolicy(pool_script=SCRIPT_B), "planner": planner})
+    (full,) = await log.wait(1)
+    value = full.template.coinbase_value_sats
+    assert sum(o.value_sats for o in full.planned.plan.outputs) == value
+    # 250 bytes hold two account outputs: the smallest credit (acct0) is carried
+    assert set(full.planned.plan.paid) == {"acct1", "acct2"}
+    assert set(full.planned.plan.carried) == {"acct0"}
+    parts = full.parts_for(SCRIPT_B)
+    coinbase = Transaction.parse(parts.coinb1 + bytes(12) + parts.coinb2)
+    assert coinbase.outputs[:-1] == list(full.planned.plan.outputs)  # + the commitment
+    assert 220 < len(coinbase.serialize(with_witness=False)) <= 250
+    assert full.parts_for(SCRIPT_A).coinb2 != parts.coinb2  # a solo script: no split
+    height = full.template.height + 1  # the next tip's empty plan, prepared in background
+    key = PlanKey(block_subsidy_sats(height, "regtest"), manager.layout.script_sig_bytes(height),
+                  False)
+    for _ in range(500):
+        if key in planner._cache.plans:
+            break
+        await asyncio.sleep(0.01)
+    prepared = planner._cache.plans[key]
+    await devnet.generate(1)
+    _, empty, _ = await log.wait(3)
+    assert empty.kind == "empty" and empty.planned is prepared
+    assert sum(o.value_sats for o in empty.planned.plan.outputs) == key.coinbasevalue
+    await manager.stop()
+    await planner.close()
+    await ledger.close()

@@ -2,8 +2,10 @@
 
 Layout: ``sites`` sites named ``site1..siteN`` with ``miners_per_site`` miners each named
 ``m001..``; the Stratum user of a miner is ``username_template`` filled with ``site`` and
-``miner`` (default ``{site}.{miner}``, the worker-name convention that ties a worker to its
-site).  Models are dealt from ``model_mix`` in a fixed, seeded order.
+``miner`` (default ``sim.{site}.{miner}``: account ``sim``, worker ``site1.m001``, which
+the pool files under site ``site1``, the part of the worker name before its first dot; see
+`pool.shares.site_of_worker`).  Models are dealt from ``model_mix`` in a fixed, seeded
+order.
 
 Management endpoints: each miner gets its own listener, either its own port on
 ``api_host`` (``address_mode="ports"``, ports from ``base_port`` upward, or ephemeral when
@@ -45,6 +47,7 @@ DEFAULT_MODEL_MIX: tuple[tuple[str, float], ...] = (
     ("bitaxe-gamma", 0.1),
 )
 DEFAULT_FLEET_RATE_HS = 3e6  # total real sha256d rate of an auto-scaled fleet
+DEFAULT_USERNAME_TEMPLATE = "sim.{site}.{miner}"  # account.worker, the worker site.miner
 START_CONCURRENCY = 32  # miners started at once (listeners + first connection)
 INVENTORY_VERSION = 1
 
@@ -60,7 +63,7 @@ class FleetSpec:
     hash_scale: float | None = None  # real H/s per model TH/s; None = auto
     fleet_rate_hs: float = DEFAULT_FLEET_RATE_HS
     password: str = "x"
-    username_template: str = "{site}.{miner}"
+    username_template: str = DEFAULT_USERNAME_TEMPLATE
     address_mode: str = "ports"  # "ports" or "addresses"
     api_host: str = "127.0.0.1"
     base_port: int = 0  # 0 = ephemeral ports

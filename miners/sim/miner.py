@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,7 +26,7 @@ from miners.sim import models
 from miners.sim.faults import Faults
 from miners.sim.models import MinerModel, Profile
 from miners.sim.power import PowerModel, PowerState
-from miners.sim.stratum_client import PACE_SLICE_S, THREAD_THRESHOLD, Solution, StratumClient
+from miners.sim.stratum_client import Solution, StratumClient
 from pool.bitcoin.target import DIFF1_TARGET
 
 log = structlog.get_logger(__name__)
@@ -39,7 +39,6 @@ CHIP_OVER_BOARD_C = 12.0  # chips run this much hotter than the board sensors
 FAN_MIN_RPM = 1500
 FAN_MAX_RPM = 6000
 SUGGEST_SHARE_INTERVAL_S = 10.0  # suggest_difficulty aims at one share per this many seconds
-MAX_CATCHUP_S = 1.0  # pacing: never grind more than this much missed time at once
 RECONNECT_DELAY_S = 1.0  # wait before reconnecting after a dropped Stratum connection
 
 
@@ -382,6 +381,14 @@ class SimulatedMiner:
     def stratum_connected(self) -> bool:
         return self._client is not None and self._client.connected
 
+    @property
+    def stratum_client(self) -> StratumClient | None:
+        """The running Stratum client (None while stopped, crashed or rebooting)."""
+        return self._client
+
+    def on_stratum_connect(self) -> None:
+        self.stratum_connects += 1
+
     def on_share(self, solution: Solution, accepted: bool, reason: str | None) -> None:
         """The pool's verdict on one submitted share."""
         stats = self.stats
@@ -394,13 +401,16 @@ class SimulatedMiner:
         if accepted and hash_int:
             stats.best_share = max(stats.best_share, DIFF1_TARGET / hash_int)
 
-    def shares_to_submit(self, solution: Solution, client: SimStratumClient) -> list[Solution]:
-        """The submissions a found share turns into, after the share faults."""
+    def shares_to_submit(
+        self, solution: Solution, retired_job_ids: Sequence[str] = ()
+    ) -> list[Solution]:
+        """The submissions a found share turns into, after the share faults (a stale share
+        names the newest retired job, or an id the pool never issued)."""
         faults, rng = self.faults, self.rng
         if faults.invalid_share_rate and rng.random() < faults.invalid_share_rate:
             return [dataclasses.replace(solution, nonce=solution.nonce ^ 0x5A5A5A5A)]
         if faults.stale_share_rate and rng.random() < faults.stale_share_rate:
-            retired = client.last_job_ids[-1] if client.last_job_ids else "retired-job"
+            retired = retired_job_ids[-1] if retired_job_ids else "retired-job"
             job = dataclasses.replace(solution.job, job_id=retired)
             return [dataclasses.replace(solution, job=job)]
         if faults.duplicate_share_rate and rng.random() < faults.duplicate_share_rate:
@@ -422,16 +432,11 @@ class SimulatedMiner:
 
 
 class SimStratumClient(StratumClient):
-    """The reusable Stratum client, paced by the power model, with share faults.
+    """The reusable Stratum client, paced by the power model, with the share faults.
 
-    Two refinements over the base client's autonomous loop:
-
-    - pacing by elapsed time: each slice grinds ``rate x elapsed`` hashes and keeps grinding
-      after a share is found, so the real rate is the requested one however often shares
-      come and however late the event loop wakes (the base loop ends a slice at the first
-      share and sleeps the rest, which under-hashes when shares are frequent);
-    - every found share passes `miner.shares_to_submit`, which applies the invalid,
-      duplicate and stale share faults.
+    Only the client's public hooks are used: `hashrate_hs` follows the power model,
+    `on_solution` applies the invalid, duplicate and stale share faults, `on_share` keeps
+    the firmware's share counters and `on_connect` counts connections across reconnects.
     """
 
     def __init__(self, miner: SimulatedMiner, host: str, port: int, user: str, password: str):
@@ -446,45 +451,10 @@ class SimStratumClient(StratumClient):
             hashrate_hs=miner.real_hashrate_hs,
             reconnect_delay_s=RECONNECT_DELAY_S,
             on_share=miner.on_share,
+            on_solution=lambda found: miner.shares_to_submit(found, self.retired_job_ids),
+            on_connect=miner.on_stratum_connect,
         )
         self.miner = miner
-        self.last_job_ids: list[str] = []  # retired job ids, for the stale-share fault
-
-    async def connect(self) -> None:
-        await super().connect()
-        self.miner.stratum_connects += 1
-
-    def _on_notify(self, params: list) -> None:
-        previous = self.job
-        super()._on_notify(params)
-        if previous is not None and previous is not self.job:
-            self.last_job_ids = [*self.last_job_ids[-7:], previous.job_id]
-
-    async def _mine(self) -> None:
-        budget = 0.0
-        last = time.monotonic()
-        while self.connected:
-            if self.job is None or self.difficulty is None:
-                await self.wait_for(
-                    lambda: self.job is not None and self.difficulty is not None, timeout_s=3600
-                )
-                last = time.monotonic()
-                continue
-            now = time.monotonic()
-            budget += self.miner.real_hashrate_hs() * min(now - last, MAX_CATCHUP_S)
-            last = now
-            while budget >= 1 and self.connected:
-                before = self.stats.hashes
-                count = int(budget)
-                if count >= THREAD_THRESHOLD:
-                    solution = await asyncio.to_thread(self.grind, count)
-                else:
-                    solution = self.grind(count)
-                budget -= max(1, self.stats.hashes - before)
-                if solution is not None:
-                    for share in self.miner.shares_to_submit(solution, self):
-                        self._spawn_submit(share)
-            await asyncio.sleep(PACE_SLICE_S)
 
 
 def _mac_for(miner_id: str) -> str:

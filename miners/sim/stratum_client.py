@@ -11,6 +11,18 @@ word-swapped prevhash swapped back, version rolled inside the negotiated mask; n
 really ground with the native scanner (`pool.hashing`), paced to a hash rate when one is
 given. Tests drive it step by step (`connect`, `handshake`, `find_solution`, `submit`);
 the simulator runs `start()`, which reconnects on its own.
+
+Pacing: with a hash rate, the mining loop wakes every `PACE_SLICE_S` and grinds
+``rate x elapsed`` hashes (at most `MAX_CATCHUP_S` of missed time), carrying the remainder
+over, and keeps grinding after a share is found; so the rate ground is the rate asked for
+however often shares come and however late the event loop wakes.
+
+Hooks for a firmware model built on top (the simulator's faults use only these):
+`on_solution(solution) -> list[Solution]` sees every found share before it is submitted and
+returns what to submit instead (nothing, the share, a corrupted copy, two copies...);
+`on_share(solution, accepted, reason)` sees the pool's verdict; `on_connect()` runs after
+every TCP connection (also counted in `connects`); `retired_job_ids` lists the job ids that
+recently stopped being current.
 """
 
 from __future__ import annotations
@@ -20,27 +32,38 @@ import contextlib
 import itertools
 import json
 import ssl
-import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from miners.sim.work import MiningJob, Solution, spread_bits
 from pool.bitcoin.hashes import sha256d
-from pool.bitcoin.target import difficulty_to_target, hash_le_to_int, target_to_difficulty
+from pool.bitcoin.target import difficulty_to_target
 from pool.hashing import HashBackend, get_backend
+
+__all__ = [
+    "ClientStats",
+    "MiningJob",
+    "Solution",
+    "StratumClient",
+    "StratumClientError",
+    "spread_bits",
+]
 
 log = structlog.get_logger(__name__)
 
 MAX_NONCE = 0xFFFFFFFF
 MAX_LINE_BYTES = 1 << 20  # a pool line longer than this is a broken pool
-PACE_SLICE_S = 0.1  # a paced miner grinds this much work per slice, then sleeps the rest
+PACE_SLICE_S = 0.1  # a paced miner wakes this often to grind the time that has passed
+MAX_CATCHUP_S = 1.0  # pacing: never grind more than this much missed time at once
 UNPACED_CHUNK = 1 << 18  # nonces per scan call when grinding flat out
 THREAD_THRESHOLD = 1 << 16  # scans at least this large run in a worker thread
 NOTIFICATION_LOG = 2000  # server messages kept for inspection
+RETIRED_JOBS_KEPT = 8  # job ids that stopped being current, kept for inspection (newest last)
 
 
 class StratumClientError(Exception):
@@ -50,98 +73,6 @@ class StratumClientError(Exception):
         super().__init__(f"{code} {message}")
         self.code = code
         self.message = message
-
-
-def _unswap_words(data: bytes) -> bytes:
-    return b"".join(data[i : i + 4][::-1] for i in range(0, len(data), 4))
-
-
-def spread_bits(counter: int, mask: int) -> int:
-    """Place the low bits of `counter` into the set bits of `mask` (the rolled version bits)."""
-    out, bit = 0, 0
-    for position in range(32):
-        if mask >> position & 1:
-            out |= ((counter >> bit) & 1) << position
-            bit += 1
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class MiningJob:
-    """One mining.notify, decoded as firmware decodes it."""
-
-    job_id: str
-    prev_hash_le: bytes
-    coinb1: bytes
-    coinb2: bytes
-    branch: tuple[bytes, ...]
-    version: int
-    bits: int
-    ntime: int
-    clean: bool
-
-    @classmethod
-    def from_params(cls, params: list[Any]) -> MiningJob:
-        job_id, prevhash, coinb1, coinb2, branch, version, bits, ntime, clean = params[:9]
-        return cls(
-            job_id,
-            _unswap_words(bytes.fromhex(prevhash)),
-            bytes.fromhex(coinb1),
-            bytes.fromhex(coinb2),
-            tuple(bytes.fromhex(h) for h in branch),
-            int(version, 16),
-            int(bits, 16),
-            int(ntime, 16),
-            bool(clean),
-        )
-
-    def coinbase(self, extranonce1: bytes, extranonce2: bytes) -> bytes:
-        return self.coinb1 + extranonce1 + extranonce2 + self.coinb2
-
-    def merkle_root_le(self, extranonce1: bytes, extranonce2: bytes) -> bytes:
-        root = sha256d(self.coinbase(extranonce1, extranonce2))
-        for sibling in self.branch:
-            root = sha256d(root + sibling)
-        return root
-
-    def header(self, merkle_root_le: bytes, *, ntime: int, nonce: int, version: int) -> bytes:
-        return (
-            struct.pack("<I", version)
-            + self.prev_hash_le
-            + merkle_root_le
-            + struct.pack("<III", ntime, self.bits, nonce)
-        )
-
-
-@dataclass(slots=True)
-class Solution:
-    """A header that meets the difficulty the client was mining at."""
-
-    job: MiningJob
-    extranonce2: bytes
-    ntime: int
-    nonce: int
-    version: int
-    version_bits: int | None  # sent as the 6th submit param when version rolling is on
-    difficulty: float
-    hash_le: bytes
-
-    @property
-    def hash_difficulty(self) -> float:
-        """The difficulty this hash actually reached (at least `difficulty`)."""
-        return target_to_difficulty(max(hash_le_to_int(self.hash_le), 1))
-
-    def submit_params(self, worker: str) -> list[Any]:
-        params: list[Any] = [
-            worker,
-            self.job.job_id,
-            self.extranonce2.hex(),
-            f"{self.ntime:08x}",
-            f"{self.nonce:08x}",
-        ]
-        if self.version_bits is not None:
-            params.append(f"{self.version_bits:08x}")
-        return params
 
 
 @dataclass(slots=True)
@@ -165,6 +96,7 @@ class ClientStats:
 
 
 ShareCallback = Callable[[Solution, bool, str | None], None]
+SolutionFilter = Callable[[Solution], Sequence[Solution]]
 
 
 class StratumClient:
@@ -188,6 +120,8 @@ class StratumClient:
         request_timeout_s: float = 10.0,
         reconnect_delay_s: float = 1.0,
         on_share: ShareCallback | None = None,
+        on_solution: SolutionFilter | None = None,
+        on_connect: Callable[[], None] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
@@ -204,6 +138,9 @@ class StratumClient:
         self.request_timeout_s = request_timeout_s
         self.reconnect_delay_s = reconnect_delay_s
         self.on_share = on_share
+        self.on_solution = on_solution
+        self.on_connect = on_connect
+        self.connects = 0  # successful TCP connections to the pool so far
         # State learned from the pool.
         self.extranonce1 = b""
         self.extranonce2_size = 0
@@ -211,6 +148,7 @@ class StratumClient:
         self.difficulty: float | None = None
         self.job: MiningJob | None = None
         self.jobs: dict[str, MiningJob] = {}
+        self._retired_job_ids: deque[str] = deque(maxlen=RETIRED_JOBS_KEPT)
         self.messages: deque[dict[str, Any]] = deque(maxlen=NOTIFICATION_LOG)
         self.stats = ClientStats()
         self.connected = False
@@ -233,7 +171,10 @@ class StratumClient:
                 self.host, self.port, limit=MAX_LINE_BYTES, ssl=self.tls
             )
         self.connected = True
+        self.connects += 1
         self._read_task = asyncio.create_task(self._read_loop(), name="stratum-client-read")
+        if self.on_connect is not None:
+            self.on_connect()
 
     async def close(self) -> None:
         self.connected = False
@@ -357,7 +298,14 @@ class StratumClient:
         if job.clean:
             self.jobs.clear()
         self.jobs[job.job_id] = job
-        self.job = job
+        previous, self.job = self.job, job
+        if previous is not None and previous.job_id != job.job_id:
+            self._retired_job_ids.append(previous.job_id)
+
+    @property
+    def retired_job_ids(self) -> tuple[str, ...]:
+        """Ids of the jobs that recently stopped being the current one, newest last."""
+        return tuple(self._retired_job_ids)
 
     def _on_set_difficulty(self, params: list[Any]) -> None:
         self.difficulty = float(params[0])
@@ -544,31 +492,40 @@ class StratumClient:
             await asyncio.sleep(delay_s)
 
     async def _mine(self) -> None:
+        """Grind and submit until the connection drops: flat out without a hash rate, else
+        paced by elapsed time (see the module docstring)."""
+        budget, last = 0.0, time.monotonic()
         while self.connected:
             if self.job is None or self.difficulty is None:
                 await self.wait_for(
                     lambda: self.job is not None and self.difficulty is not None, timeout_s=3600
                 )
+                budget, last = 0.0, time.monotonic()
                 continue
-            rate = self.hashrate_hs() if self.hashrate_hs is not None else None
-            if rate is not None and rate <= 0:
-                await asyncio.sleep(PACE_SLICE_S)
-                continue
-            count = max(1, int(rate * PACE_SLICE_S)) if rate is not None else UNPACED_CHUNK
-            started = time.monotonic()
-            while count > 0 and self.connected:  # the whole slice, however many shares
-                before = self.stats.hashes
-                if count >= THREAD_THRESHOLD:
-                    solution = await asyncio.to_thread(self.grind, count)
-                else:
-                    solution = self.grind(count)
-                count -= self.stats.hashes - before
-                if solution is not None:
-                    self._spawn_submit(solution)
-            if rate is not None:
-                await asyncio.sleep(max(0.0, PACE_SLICE_S - (time.monotonic() - started)))
-            else:
+            if self.hashrate_hs is None:
+                await self._grind_and_submit(UNPACED_CHUNK)
                 await asyncio.sleep(0)
+                continue
+            now = time.monotonic()
+            budget += max(0.0, self.hashrate_hs()) * min(now - last, MAX_CATCHUP_S)
+            last = now
+            while budget >= 1 and self.connected and self.job is not None:
+                budget -= await self._grind_and_submit(int(budget))
+            await asyncio.sleep(PACE_SLICE_S)
+
+    async def _grind_and_submit(self, count: int) -> int:
+        """Grind up to `count` hashes (in a worker thread when large), submit what
+        `on_solution` makes of a find; returns the hashes done."""
+        before = self.stats.hashes
+        if count >= THREAD_THRESHOLD:
+            solution = await asyncio.to_thread(self.grind, count)
+        else:
+            solution = self.grind(count)
+        if solution is not None:
+            shares = self.on_solution(solution) if self.on_solution else (solution,)
+            for share in shares:
+                self._spawn_submit(share)
+        return max(1, self.stats.hashes - before)
 
     def _spawn_submit(self, solution: Solution) -> None:
         async def submit() -> None:

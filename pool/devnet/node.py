@@ -256,6 +256,7 @@ class Devnet:
         Submitted blocks are logged; the devnet's own (`mined_here`) are not, one by one."""
         assert self.mempool is not None
         async with self._submit_lock:
+            old_tip = self.chain.tip.hash_le
             outcome = await self.chain.submit(raw)
             if not outcome.accepted:
                 log.info(
@@ -264,7 +265,10 @@ class Devnet:
                     reason=outcome.reason or outcome.error,
                 )
                 return outcome
-            self.mempool.block_connected(self.chain.height, outcome.raw, outcome.txids_le)
+            if outcome.raw[4:36] == old_tip:  # the header's prev hash: the chain grew
+                self.mempool.block_connected(self.chain.height, outcome.raw, outcome.txids_le)
+            else:
+                await self._rebuild_mempool(old_tip)
             self._template_cache = None
             self._tip_changed.set()
             self._tip_changed = asyncio.Event()
@@ -279,6 +283,24 @@ class Devnet:
                 txs=len(outcome.txids_le),
             )
         return outcome
+
+    async def _rebuild_mempool(self, old_tip_le: bytes) -> None:
+        """A reorg: the mempool's transactions and coins were built on blocks that left the
+        active chain (spends of their outputs would be bad-txns-inputs-missingorspent), so
+        rebuild it from the new chain as at start-up. bitcoind would put the disconnected
+        blocks' transactions back; the devnet makes new ones (the refill follows)."""
+        assert self.wallet is not None
+        fresh = Mempool(self.wallet, target=self.mempool_target, seed=self._seed)
+        for height in range(1, self.chain.height + 1):
+            entry = self.chain.at_height(height)
+            assert entry is not None
+            raw = await self.chain.read_block(entry.hash_le)
+            assert raw is not None
+            fresh.block_connected(height, raw, None)
+        fresh.tip_height = self.chain.height
+        self.mempool = fresh
+        log.warning("devnet_reorg_mempool_rebuilt", old_tip=old_tip_le[::-1].hex(),
+                    new_tip=self.chain.tip.hash_hex, height=self.chain.height)
 
     async def generate(self, n: int, address: str | None = None) -> list[str]:
         """Mine n blocks carrying the mempool (like generatetoaddress); returns their

@@ -22,13 +22,16 @@ Replays are idempotent: the ledger skips share_ids it already holds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from pool import metrics
 from pool.errors import LedgerBusyError, LedgerError, LedgerUnavailableError
 from pool.ledger.journal import ShareJournal
 from pool.ledger.store import Ledger, ShareRecord
@@ -45,6 +48,7 @@ RETRY_MIN_S = 0.25  # first database retry after a failure (s), doubling ...
 RETRY_MAX_S = 10.0  # ... up to this (s)
 REPLAY_CHUNK = 5000  # journaled shares per replay transaction
 STOP_TIMEOUT_S = 30.0  # how long stop() waits for queued shares to become durable (s)
+EXPIRY_CHECKS_PER_TIMEOUT = 4  # submit() deadlines are checked this often per record timeout
 
 _Item = tuple[ShareRecord, asyncio.Future[None]]
 
@@ -84,13 +88,17 @@ class ShareRecorder:
         self._journal_lock = asyncio.Lock()  # appends vs. the replayer emptying the journal
         self._degraded = False  # True: new shares go to the journal
         self._replay_offset = 0  # journal bytes already committed to the database
+        # submit()'s futures in submission order with their deadlines (monotonic s)
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[None]]] = (
+            collections.deque())
+        self._expirer: asyncio.Task[None] | None = None
         self.batches = 0  # database transactions of the writer
         self.committed = 0  # shares acknowledged after a database commit
         self.journaled = 0  # shares acknowledged after a journal fsync
         self.replayed = 0  # journaled shares since committed to the database
 
     def log_settings(self) -> None:
-        log.info("share_recorder_settings", max_batch=self.max_batch,
+        log.info("ledger_recorder_settings", max_batch=self.max_batch,
                  linger_ms=self.linger_s * 1000, max_pending=self._queue.maxsize,
                  record_timeout_s=self.record_timeout_s, commit_timeout_s=self.commit_timeout_s,
                  journal=str(self.journal.path) if self.journal else None,
@@ -99,6 +107,15 @@ class ShareRecorder:
     @property
     def degraded(self) -> bool:
         return self._degraded
+
+    @property
+    def pending(self) -> int:
+        """Shares queued, not yet durable."""
+        return self._queue.qsize()
+
+    @property
+    def journal_bytes(self) -> int:
+        return self.journal.size if self.journal else 0
 
     async def start(self) -> None:
         if self.journal is not None:
@@ -114,6 +131,7 @@ class ShareRecorder:
                     self._replayer = asyncio.create_task(self._replay_loop(),
                                                          name="share-replayer")
         self._writer = asyncio.create_task(self._write_loop(), name="share-recorder")
+        self._expirer = asyncio.create_task(self._expire_loop(), name="share-expirer")
 
     async def stop(self) -> None:
         """Make every queued share durable (database or journal), then stop."""
@@ -122,12 +140,12 @@ class ShareRecorder:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await self._queue.join()
-        for task in (self._writer, self._replayer):
+        for task in (self._writer, self._replayer, self._expirer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._writer = self._replayer = None
+        self._writer = self._replayer = self._expirer = None
         while not self._queue.empty():  # only after the timeout: never acknowledged
             _, future = self._queue.get_nowait()
             if not future.done():
@@ -161,6 +179,36 @@ class ShareRecorder:
             raise LedgerBusyError(
                 f"share {share.share_id} not durable within {self.record_timeout_s:g} s"
             ) from None
+
+    def submit(self, share: ShareRecord) -> asyncio.Future[None]:
+        """record() without a coroutine per share, for the Stratum hot path: queue `share`
+        now and return a future that resolves once it is durable, or fails with
+        LedgerBusyError (queue full, or not durable within `record_timeout_s`) or
+        LedgerError. Raises LedgerBusyError at once when the queue is full."""
+        if self._writer is None:
+            raise LedgerError("share recorder is not running")
+        share.check()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((share, future))
+        except asyncio.QueueFull:
+            raise LedgerBusyError(
+                f"{self._queue.maxsize} shares already wait for the ledger") from None
+        self._deadlines.append((time.monotonic() + self.record_timeout_s, future))
+        return future
+
+    async def _expire_loop(self) -> None:
+        """Fail submit() futures past their deadline (the share stays queued and is still
+        stored; it is only no longer acknowledged), and forget the resolved ones."""
+        deadlines = self._deadlines
+        while True:
+            await asyncio.sleep(self.record_timeout_s / EXPIRY_CHECKS_PER_TIMEOUT)
+            now = time.monotonic()
+            while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+                _, future = deadlines.popleft()
+                if not future.done():
+                    future.set_exception(LedgerBusyError(
+                        f"share not durable within {self.record_timeout_s:g} s"))
 
     # -- the writer task ------------------------------------------------------------------
 
@@ -199,6 +247,7 @@ class ShareRecorder:
 
     async def _commit(self, batch: list[_Item], shares: list[ShareRecord]) -> bool:
         """Commit to the database; False when it is unavailable and the journal takes over."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.commit_timeout_s):
                 await self.ledger.record_shares(shares)
@@ -218,6 +267,8 @@ class ShareRecorder:
             return True
         self.batches += 1
         self.committed += len(shares)
+        metrics.LEDGER_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.LEDGER_BATCH_SHARES.observe(len(shares))
         _resolve(batch, None)
         return True
 
@@ -234,6 +285,7 @@ class ShareRecorder:
             _resolve(batch, LedgerBusyError(f"share journal write failed: {err}"))
             return
         self.journaled += len(shares)
+        metrics.LEDGER_JOURNALED_SHARES.inc(len(shares))
         _resolve(batch, None)
 
     # -- the replayer task ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import itertools
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -38,6 +38,18 @@ ShareCallback = Callable[[Share], None]
 BlockCallback = Callable[[Share, dict[str, str | None]], None]
 
 
+class ShareLedger(Protocol):
+    """Where accepted shares and found blocks go (pool.ledger.service.LedgerService)."""
+
+    def record_share(self, share: Share) -> asyncio.Future[None]:
+        """Resolves once the share is durable; may raise LedgerError at once."""
+        ...
+
+    async def block_found(self, share: Share) -> None: ...
+
+    async def block_submitted(self, share: Share, results: dict[str, str | None]) -> None: ...
+
+
 class StratumServer:
     """Serve Stratum V1 on the configured listeners with jobs from `jobs`."""
 
@@ -53,6 +65,7 @@ class StratumServer:
         on_share: ShareCallback | None = None,
         on_block: BlockCallback | None = None,
         extranonce1_prefix: bytes = b"",
+        ledger: ShareLedger | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -74,6 +87,9 @@ class StratumServer:
         self._submit = submit
         self._on_share = on_share
         self._on_block = on_block
+        # Without a ledger a valid share is answered at once (tests, benchmarks); with one,
+        # only once the ledger holds it.
+        self._ledger = ledger
         self._extranonces = ExtranonceAllocator(4, prefix=extranonce1_prefix)
         self._session_ids = itertools.count(1)
         self._servers: list[asyncio.Server] = []
@@ -229,10 +245,22 @@ class StratumServer:
             log.error("server_task_failed", error=repr(task.exception()))
 
     async def submit_block(self, share: Share) -> dict[str, str | None]:
-        return await submit_block(share, self._submit, simulated=self.simulated,
-                                  on_block=self._on_block)
+        """Submit to every node; the ledger records the block meanwhile, then the answers."""
+        ledger = self._ledger
+        results = await submit_block(share, self._submit, simulated=self.simulated,
+                                     on_block=self._on_block,
+                                     on_found=ledger.block_found if ledger else None)
+        if ledger is not None:
+            await ledger.block_submitted(share, results)
+        return results
 
-    def record_share(self, share: Share) -> None:
+    def record_share(self, share: Share) -> asyncio.Future[None] | None:
+        """Hand an accepted share to the ledger: a future that resolves once it is durable
+        (None without a ledger). LedgerError when it cannot take it now."""
+        return self._ledger.record_share(share) if self._ledger is not None else None
+
+    def share_accepted(self, share: Share) -> None:
+        """A share was answered `true`."""
         if self._on_share is not None:
             self._on_share(share)
 

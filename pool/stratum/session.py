@@ -9,6 +9,7 @@ sweep, not per-session timers."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import time
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from pool import metrics
+from pool.errors import LedgerError
 from pool.stratum.framing import OVERSIZED, LineFramer
 from pool.stratum.limits import CostMeter, TokenBucket
 from pool.stratum.protocol import (
@@ -26,7 +28,7 @@ from pool.stratum.protocol import (
     notification_line,
     result_line,
 )
-from pool.stratum.usernames import UsernameError
+from pool.stratum.usernames import Identity, UsernameError
 from pool.stratum.vardiff import Vardiff
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ _SHARE_RESULT = {
     ErrorCode.NOT_SUBSCRIBED: "unauthorized",
 }
 _ACCEPTED = metrics.SHARES.labels(result="accepted")  # resolved once: the hot path
+NOT_RECORDED_MESSAGE = "temporarily unable to record share, retry"
 VERSION_ROLLING_ALL = 0xFFFFFFFF  # a miner that sends no mask accepts any (BIP 310)
 
 
@@ -101,7 +104,7 @@ class StratumSession(asyncio.Protocol):
         self.working = False  # subscribed and authorized: jobs flow
         self.extranonce_subscribed = False
         self.user_agent = ""
-        self.workers: dict[str, bytes] = {}  # authorized username -> payout script
+        self.workers: dict[str, Identity] = {}  # authorized username -> who it is
         self.payout_script: bytes | None = None
         self.version_mask = 0  # negotiated by mining.configure; 0: no version rolling
         self.suggested_difficulty: float | None = None
@@ -148,7 +151,8 @@ class StratumSession(asyncio.Protocol):
         if self.closing:
             return
         self.last_activity_s = time.monotonic()
-        self._pending = []  # answers to pipelined requests leave in one write
+        if self._pending is None:
+            self._pending = []  # answers to pipelined requests leave in one write
         try:
             for line in self.framer.feed(data):
                 if self.closing:
@@ -168,6 +172,14 @@ class StratumSession(asyncio.Protocol):
             self._pending.append(data)
         else:
             self._write(data)
+
+    def send_soon(self, data: bytes) -> None:
+        """Send from a callback outside a read (a share answer once it is durable): answers
+        that become ready together leave in one write, at the end of this loop turn."""
+        if self._pending is None:
+            self._pending = []
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(data)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
@@ -333,7 +345,7 @@ class StratumSession(asyncio.Protocol):
         ):
             raise StratumError(ErrorCode.UNAUTHORIZED, "too many workers on this connection")
         first = not self.workers
-        self.workers[identity.username] = identity.payout_script
+        self.workers[identity.username] = identity
         self.payout_script = identity.payout_script
         self.reply(msg_id, True)
         if first:
@@ -381,13 +393,10 @@ class StratumSession(asyncio.Protocol):
             if err.code != ErrorCode.JOB_NOT_FOUND:  # stale shares are normal after a block
                 self.charge(self.server.settings.cost_invalid_share, "invalid_share")
             raise
-        _ACCEPTED.inc()
-        metrics.SHARE_DIFFICULTY.inc(share.difficulty)
         if share.is_block:
             self.server.spawn(self._block_then_reply(msg_id, share))
         else:
-            self.server.record_share(share)
-            self.reply(msg_id, True)
+            self._record_then_reply(msg_id, share)
         new_difficulty = self.vardiff.on_share(time.monotonic())
         if new_difficulty is not None:
             self._announce_difficulty()
@@ -398,23 +407,59 @@ class StratumSession(asyncio.Protocol):
         if not self.subscribed or self.extranonce1 is None:
             raise StratumError(ErrorCode.NOT_SUBSCRIBED, "not subscribed")
         worker, job_id = params[0], params[1]
-        script = self.workers.get(worker) if isinstance(worker, str) else None
-        if script is None:
+        identity = self.workers.get(worker) if isinstance(worker, str) else None
+        if identity is None:
             raise StratumError(ErrorCode.UNAUTHORIZED, "unauthorized worker")
         current = self.vardiff.difficulty
         sent_with = self.job_difficulty.get(job_id, current) if isinstance(job_id, str) else 0
-        return self.server.validator.validate(
+        share = self.server.validator.validate(
             worker=worker, job_id=job_id, extranonce1=self.extranonce1,
             extranonce2_hex=params[2], ntime_hex=params[3], nonce_hex=params[4],
             version_bits_hex=params[5] if len(params) == 6 else None,
-            version_mask=self.version_mask, payout_script=script,
+            version_mask=self.version_mask, payout_script=identity.payout_script,
             difficulty=min(sent_with, current) or current,
         )
+        share.identity = identity
+        return share
 
     async def _block_then_reply(self, msg_id: Any, share: Share) -> None:
         await self.server.submit_block(share)  # first: nothing may delay a block
-        self.server.record_share(share)
-        self.reply(msg_id, True)
+        self._record_then_reply(msg_id, share)
+
+    # ---- acknowledged ⇒ durable ---------------------------------------------------------
+
+    def _record_then_reply(self, msg_id: Any, share: Share) -> None:
+        """Answer `true` only once the ledger holds the share (docs/ledger.md); error 20
+        when it cannot, so the miner keeps (and may resubmit) the work."""
+        try:
+            durable = self.server.record_share(share)
+        except LedgerError as err:
+            self._not_recorded(msg_id, share, err)
+            return
+        if durable is None:  # no ledger (tests, benchmarks)
+            self._accepted(msg_id, share)
+        else:
+            durable.add_done_callback(functools.partial(self._recorded, msg_id, share))
+
+    def _recorded(self, msg_id: Any, share: Share, durable: asyncio.Future[None]) -> None:
+        error = durable.exception() if not durable.cancelled() else LedgerError("cancelled")
+        if error is None:
+            self._accepted(msg_id, share)
+        else:
+            self._not_recorded(msg_id, share, error)
+
+    def _accepted(self, msg_id: Any, share: Share) -> None:
+        _ACCEPTED.inc()
+        metrics.SHARE_DIFFICULTY.inc(share.difficulty)
+        self.server.share_accepted(share)
+        if msg_id is not None:
+            self.send_soon(result_line(msg_id, True))
+
+    def _not_recorded(self, msg_id: Any, share: Share, error: BaseException) -> None:
+        metrics.SHARES_NOT_RECORDED.inc()
+        share.job.seen_hashes.discard(share.hash_le)  # a resubmission is not a duplicate
+        self.log.debug("share_not_recorded", error=str(error))
+        self.send_soon(error_line(msg_id, ErrorCode.OTHER, NOT_RECORDED_MESSAGE))
 
     # ---- difficulty, jobs and extranonce ----------------------------------------------
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from stratum.harness import pool_factory  # the full pool (PoolApp) on a devnet
+from stratum.harness import client_factory, pool_factory  # the full pool (PoolApp), devnet
 
-__all__ = ["pool_factory"]
+__all__ = ["client_factory", "pool_factory"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -10,6 +10,7 @@ import pytest
 from miners.sim import fleet as fleet_mod
 from miners.sim.fleet import Fleet, FleetSpec, admin_app, plan
 from pool.errors import ConfigError
+from pool.shares import site_of_worker
 
 DIFFICULTY = 5e-7  # ~2150 hashes per share
 
@@ -18,12 +19,15 @@ def test_plan_is_deterministic_and_names_workers_by_site():
     spec = FleetSpec(pool_url="stratum+tcp://127.0.0.1:1", sites=3, miners_per_site=4, seed=9)
     slots = plan(spec)
     assert [s.worker for s in slots[:5]] == [
-        "site1.m001",
-        "site1.m002",
-        "site1.m003",
-        "site1.m004",
-        "site2.m001",
+        "sim.site1.m001",
+        "sim.site1.m002",
+        "sim.site1.m003",
+        "sim.site1.m004",
+        "sim.site2.m001",
     ]
+    # The pool files each share under the site named by the worker's first part.
+    sites = {site_of_worker(s.worker.partition(".")[2]) for s in slots}
+    assert sites == {"site1", "site2", "site3"}
     assert plan(spec) == slots
     assert {s.model.key for s in plan(FleetSpec(pool_url="x", miners_per_site=200))} == {
         "s19jpro",
@@ -105,7 +109,7 @@ async def test_small_fleet_mines_serves_apis_and_writes_inventory(pool_at, tmp_p
             await site.start()
             host, port = runner.addresses[0][:2]
             admin = f"http://{host}:{port}"
-            target = rows[0]["worker"]
+            target = rows[0]["id"]
             async with http.post(f"{admin}/miners/{target}/faults", json={"ignore_sleep": True}):
                 pass
             async with http.get(f"{admin}/miners/{target}") as resp:
@@ -179,7 +183,7 @@ async def test_gridpool_sim_command_runs_against_a_pool(pool_at, tmp_path):
         _out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-2000:]
     workers = {m["worker"] for s in json.loads(inventory.read_text())["sites"] for m in s["miners"]}
-    assert workers == {"site1.m001", "site1.m002", "site2.m001", "site2.m002"}
+    assert workers == {"sim.site1.m001", "sim.site1.m002", "sim.site2.m001", "sim.site2.m002"}
     assert {s.worker for s in pool.shares} == workers
 
 
@@ -200,6 +204,7 @@ async def test_start_fleet_helper_for_gridpool_run(pool_at, tmp_path, wait_until
             "site2",
             "site3",
         ]
-        await wait_until(lambda: {s.worker for s in pool.shares} == set(fleet.miners), 15.0)
+        workers = {miner.worker for miner in fleet.miners.values()}
+        await wait_until(lambda: {s.worker for s in pool.shares} == workers, 15.0)
     finally:
         await fleet.stop()

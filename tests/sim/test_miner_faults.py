@@ -54,14 +54,14 @@ async def test_duplicate_shares_are_rejected_as_duplicates(run_miner, wait_until
     await wait_until(lambda: miner.stats.rejected >= 3, 10.0)
     assert miner.stats.accepted >= 3
     assert any("duplicate" in reason.lower() for reason in miner.stats.rejected_reasons)
-    assert miner._client.stats.errors.get(22, 0) == miner.stats.rejected
+    assert miner.stratum_client.stats.errors.get(22, 0) == miner.stats.rejected
 
 
 async def test_stale_shares_are_rejected_as_job_not_found(run_miner, wait_until):
     miner, _pool = await run_miner(5.0, stale_share_rate=1.0)
     await wait_until(lambda: miner.stats.rejected >= 3, 10.0)
     assert miner.stats.accepted == 0 and miner.stats.stale == miner.stats.rejected
-    assert set(miner._client.stats.errors) == {21}
+    assert set(miner.stratum_client.stats.errors) == {21}
 
 
 async def test_reconnect_loop_drops_and_reopens_the_connection(run_miner, wait_until):

@@ -43,8 +43,9 @@ def node_table(devnet: Any, name: str = "devnet") -> dict[str, Any]:
 
 @pytest.fixture
 async def pool_factory(tmp_path) -> AsyncIterator[Callable[..., Any]]:
-    """`await pool_factory(devnets, stratum={...}, jobs={...}, network={...})` → a started
-    PoolApp paying POOL_ADDRESS for account usernames; stopped at teardown."""
+    """`await pool_factory(devnets, stratum={...}, jobs={...}, network={...}, payout={...},
+    ledger={...})` → a started PoolApp (SQLite ledger in its data dir unless `ledger` says
+    otherwise) paying POOL_ADDRESS for account usernames; stopped at teardown."""
     apps: list[PoolApp] = []
 
     async def make(
@@ -54,6 +55,7 @@ async def pool_factory(tmp_path) -> AsyncIterator[Callable[..., Any]]:
         jobs: dict | None = None,
         network: dict | None = None,
         payout: dict | None = None,
+        ledger: dict | None = None,
     ) -> PoolApp:
         raw = {
             "network": {"chain": "regtest", **(network or {})},
@@ -62,6 +64,7 @@ async def pool_factory(tmp_path) -> AsyncIterator[Callable[..., Any]]:
             "jobs": {"refresh_interval_s": 30.0, **(jobs or {})},
             "payout": payout if payout is not None else {"address": POOL_ADDRESS},
             "data_dir": str(tmp_path / f"pool{len(apps)}"),
+            "ledger": ledger or {},
         }
         app = PoolApp(parse_config(raw), http=False)
         await app.start()
