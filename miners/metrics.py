@@ -50,3 +50,15 @@ READ_FAILURES = Counter(
 SWEEP_SECONDS = Gauge(
     "gridpool_fleet_sweep_seconds", "Duration of the last telemetry sweep", ["site"]
 )
+
+# Grid link (miners/grid/service.py), one series per site the grid interface manages.
+GRID_LAST_CONTACT = Gauge(
+    "gridpool_grid_last_contact_timestamp_seconds",
+    "Unix time of the last message from the grid operator for the site",
+    ["site"],
+)
+GRID_SILENT = Gauge(
+    "gridpool_grid_silent",
+    "1 while the site's grid link is silent and its safe budget applies, else 0",
+    ["site"],
+)

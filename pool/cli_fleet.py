@@ -1,6 +1,7 @@
 """`gridpool fleet`: run the fleet controller alone on a site LAN, and talk to it.
 
     gridpool fleet run --config fleet.toml          # controller + admin API + /metrics
+                                                    # (+ the grid interface if [grid] is set)
     gridpool fleet budget --site A --kw 500         # set a site budget through the admin API
     gridpool fleet status [--site A]                # sites (or one site's miners) as JSON
     gridpool fleet scan --subnet 10.0.1.0/24        # find miners; prints [[fleet.site.miner]]
@@ -157,12 +158,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     from miners.inventory import load_fleet_config
 
     config = load_fleet_config(args.config)
+    grid = load_grid_config(args.config)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(config))
+        asyncio.run(_run(config, grid))
     return 0
 
 
-async def _run(config) -> None:
+def load_grid_config(path: Path) -> tuple[Any, str] | None:
+    """The optional ``[grid]`` table of the same file, and the database its timeline persists
+    in: ``[ledger] url`` when given, else ``sqlite:///<config dir>/grid.db``."""
+    import tomllib
+
+    from miners.grid.settings import GridSettings
+
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))  # already validated as TOML
+    if "grid" not in doc:
+        return None
+    if not isinstance(doc["grid"], dict):
+        raise ConfigError("grid", "must be a table")
+    settings = GridSettings.from_mapping(doc["grid"], base_dir=path.parent)
+    ledger = doc.get("ledger", {})
+    url = ledger.get("url") if isinstance(ledger, dict) else None
+    if url is None:
+        url = f"sqlite:///{(path.parent / 'grid.db').resolve()}"
+    elif not isinstance(url, str) or not url.startswith(("sqlite:///", "postgresql://")):
+        raise ConfigError("ledger.url", "must be sqlite:///PATH or postgresql://...")
+    return settings, url
+
+
+async def _run(config, grid: tuple[Any, str] | None = None) -> None:
     from miners.admin_api import create_admin_app
     from miners.controller import FleetController
     from pool.api import create_app, start_http
@@ -182,10 +206,18 @@ async def _run(config) -> None:
     app.add_subapp(API_PREFIX, create_admin_app(fleet, token=token))
     host, port = parse_host_port("fleet.admin.listen", config.admin_listen)
     runner = None
+    grid_runtime = None
     try:
         if gate is not None:
             await gate.start()
         await fleet.start()
+        if grid is not None:
+            from miners.grid.fleet_sink import FleetSink
+            from miners.grid.runtime import GridRuntime
+
+            # Started before the HTTP server: aiohttp freezes the routes at start.
+            grid_runtime = GridRuntime(grid[0], grid[1], FleetSink(fleet), http_root=app)
+            await grid_runtime.start()
         runner, bound = await start_http(app, host, port)
         log.info("fleet_admin_api", url=f"http://{host}:{bound}{API_PREFIX}")
         task = asyncio.create_task(fleet.run())
@@ -198,6 +230,8 @@ async def _run(config) -> None:
     finally:
         if runner is not None:
             await runner.cleanup()
+        if grid_runtime is not None:
+            await grid_runtime.stop()
         await fleet.close()
         if gate is not None:
             await gate.close()

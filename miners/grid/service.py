@@ -41,6 +41,7 @@ from miners.grid.errors import (
 from miners.grid.settings import GridSettings
 from miners.grid.store import AuditRow, GridStore
 from miners.grid.timeline import Budget, GridEvent, Timeline
+from miners.metrics import GRID_LAST_CONTACT, GRID_SILENT
 
 log = structlog.get_logger(__name__)
 
@@ -307,6 +308,8 @@ class GridService:
                              safe_w=state.timeline.limits.safe_w)
             self.audit_nowait(AuditRow(now, site, kind, "timer", detail={
                 "last_contact": state.last_contact, "safe_w": state.timeline.limits.safe_w}))
+        GRID_SILENT.labels(site=site).set(1 if silent else 0)
+        GRID_LAST_CONTACT.labels(site=site).set(state.last_contact)
         await self._enforce(site, now, force=False)
         self._sample(state, site)
         self._audit_compliance(state, site, now)
