@@ -37,7 +37,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # node names are metric label v
 _HOST_RE = re.compile(r"[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 TOP_LEVEL_KEYS = ("network", "node", "stratum", "jobs", "payout", "ledger", "http", "log",
-                  "data_dir")
+                  "api", "data_dir")
 BPS_PER_PERCENT = 100
 DEFAULT_WINDOW_MULTIPLE = 2.0  # PPLNS N = this x network difficulty
 DEFAULT_DUST_SATS = 10_000  # pool.payouts.DEFAULT_DUST_SATS
@@ -130,6 +130,7 @@ class GridpoolConfig:
     log: LogConfig
     data_dir: Path
     ledger: LedgerSettings
+    api: Any = None  # pool.web.settings.ApiSettings; None = its defaults (docs/api.md)
 
     def summary(self) -> str:
         """One line for `check-config` and the start-up log (no secrets)."""
@@ -196,6 +197,7 @@ def parse_config(
     (default: the current directory), `rpc_password_env` against `environ` (os.environ)."""
     from pool.jobs import JobSettings  # late: jobs imports the node layer, which imports us
     from pool.stratum.settings import StratumSettings
+    from pool.web.settings import ApiSettings
 
     ctx = _Ctx(base_dir or Path.cwd(), os.environ if environ is None else environ)
     top = _table(raw, "config")
@@ -213,6 +215,8 @@ def parse_config(
         log=_parse_log(top.get("log", {})),
         data_dir=data_dir,
         ledger=_parse_ledger(top.get("ledger", {}), data_dir, ctx),
+        api=ApiSettings.from_mapping(_table(top.get("api", {}), "api"), environ=ctx.environ,
+                                     base_dir=ctx.base_dir),
     )
 
 

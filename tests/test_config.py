@@ -18,6 +18,7 @@ from pool.bitcoin.hashes import hash160
 from pool.bitcoin.script import p2wpkh_script
 from pool.config import TOP_LEVEL_KEYS, load_config, parse_config
 from pool.errors import ConfigError
+from pool.web.settings import ApiSettings
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "deploy" / "gridpool.example.toml"
@@ -302,6 +303,8 @@ def _section_keys() -> dict[str, list[str]]:
         "ledger": [f.name for f in dataclasses.fields(LedgerSettings)],
         "http": ["listen"],
         "log": ["level", "json"],
+        "api": [f.name for f in dataclasses.fields(ApiSettings)]
+        + ["admin_token_env", "admin_token_file", "account_tokens"],
         "node": ["name", "rpc_url", "rpc_cookie", "rpc_user", "rpc_password",
                  "rpc_password_file", "rpc_password_env", "zmq_hashblock", "timeout_s",
                  "max_concurrency"],
@@ -394,3 +397,11 @@ def test_log_settings_logs_everything_but_secrets(tmp_path: Path) -> None:
     auths = [e["auth"] for e in logs if e["event"] == "config_node"]
     assert auths == ["user/password", "cookie"]
     assert SECRET not in repr(logs)
+
+
+def test_api_table_is_validated_and_reaches_the_config() -> None:
+    config = parse_config({"api": {"cache_ttl_s": 3}})
+    assert config.api.cache_ttl_s == 3.0
+    with pytest.raises(ConfigError) as err:
+        parse_config({"api": {"bogus": 1}})
+    assert err.value.key == "api.bogus"

@@ -80,7 +80,8 @@ def _number(value: Any, key: str, low: float, high: float, *, integer: bool = Fa
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(key, f"must be {'an integer' if integer else 'a number'}")
-    if not (math.isfinite(value) and low <= value <= high):
+    # Range first: math.isfinite() on a huge TOML integer raises OverflowError.
+    if not (low <= value <= high and math.isfinite(value)):
         raise ConfigError(key, f"must be between {low:g} and {high:g}, got {value!r}")
     return float(value)
 
@@ -88,7 +89,10 @@ def _number(value: Any, key: str, low: float, high: float, *, integer: bool = Fa
 def _path(value: Any, key: str, base_dir: Path | None) -> Path:
     if not isinstance(value, str) or not value or "\x00" in value:
         raise ConfigError(key, "must be a non-empty path")
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # "~someone" with no such user, or no home directory
+        raise ConfigError(key, f"cannot expand the home directory in {value!r}") from None
     return path if path.is_absolute() else (base_dir or Path.cwd()) / path
 
 
