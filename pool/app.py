@@ -30,6 +30,8 @@ from pool.payouts import CoinbasePolicy
 from pool.shares import Share
 from pool.stratum.server import StratumServer
 from pool.stratum.usernames import PayoutPolicy
+from pool.web.workgate_api import WorkGateApi
+from pool.workgate import PoolWorkGate
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +42,7 @@ class PoolApp:
     """Owns the devnet (when no node is configured), the ledger service, NodeSet,
     JobManager, StratumServer and the HTTP server. For the HTTP API: `ledger` (the store),
     `ledger_service` (recorder, planner, status), `nodes`, `jobs`, `stratum`, `config`,
-    `status()`, `health()`."""
+    `status()`, `health()`; `workgate` (pool.workgate): the fleet controller's WorkGate."""
 
     def __init__(self, config: GridpoolConfig, *, http: bool = True) -> None:
         self.config = config
@@ -54,6 +56,7 @@ class PoolApp:
         self.web_app: web.Application | None = None  # the HTTP app, once started
         self.web: pool_web.WebApi | None = None  # the JSON API and dashboard (pool.web)
         self._http_runner: web.AppRunner | None = None
+        self.workgate = PoolWorkGate()  # starved workers get no jobs (docs/fleet.md)
         self.shares_accepted = 0
         self.blocks: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_BLOCKS)
 
@@ -88,6 +91,7 @@ class PoolApp:
                 submit=self.nodes.submit_block, validator=None,
                 simulated=config.network.simulated_difficulty is not None,
                 on_share=self._on_share, on_block=self._on_block, ledger=self.ledger_service,
+                workgate=self.workgate,
             )
             await self.stratum.start()  # before the first job, so it reaches everyone
             await self.jobs.start()  # (registers its tip callback first: jobs before blocks)
@@ -144,7 +148,10 @@ class PoolApp:
         ])
         self.web_app = app
         # The JSON API and dashboard (pool.web) mount here, on `app`, before it starts.
-        self.web = pool_web.mount(app, self)
+        self.web = pool_web.mount(app, self, self.config.api)
+        gate_api = WorkGateApi(self.workgate, self.web.auth,
+                               max_body_bytes=self.web.settings.max_body_bytes)
+        app.router.add_routes(gate_api.routes())
         http = self.config.http
         self._http_runner, self.http_port = await api.start_http(app, http.host, http.port)
 
@@ -207,6 +214,7 @@ class PoolApp:
             "jobs": self.jobs.status() if self.jobs else None,
             "stratum": self.stratum.status() if self.stratum else None,
             "shares_accepted": self.shares_accepted,
+            "workgate": self.workgate.status(),
             "blocks": list(self.blocks),
             "ledger": self.ledger_service.status() if self.ledger_service else None,
             "stratum_settings": dataclasses.asdict(self.config.stratum),

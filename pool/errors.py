@@ -89,3 +89,8 @@ class ApiError(PoolError):
         self.code = code
         self.message = message
         self.field = field
+
+
+class WorkGateError(PoolError):
+    """A work gate call the pool refuses: a worker name that is no Stratum username, or
+    a full gate (pool.workgate)."""

@@ -27,6 +27,7 @@ from pool.stratum.session import StratumSession
 from pool.stratum.settings import StratumSettings
 from pool.stratum.usernames import PayoutPolicy
 from pool.stratum.vardiff import VardiffPolicy
+from pool.workgate import PoolWorkGate
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,7 @@ class StratumServer:
         on_block: BlockCallback | None = None,
         extranonce1_prefix: bytes = b"",
         ledger: ShareLedger | None = None,
+        workgate: PoolWorkGate | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -90,6 +92,10 @@ class StratumServer:
         # Without a ledger a valid share is answered at once (tests, benchmarks); with one,
         # only once the ledger holds it.
         self._ledger = ledger
+        # Starved workers' sessions get no jobs (pool.workgate, docs/fleet.md).
+        self.workgate = workgate
+        if workgate is not None:
+            workgate.subscribe(self.worker_gated)
         self._extranonces = ExtranonceAllocator(4, prefix=extranonce1_prefix)
         self._session_ids = itertools.count(1)
         self._servers: list[asyncio.Server] = []
@@ -232,6 +238,18 @@ class StratumServer:
             session.send_job(job)
         if job.clean and job.tip_seen_s is not None:
             metrics.JOB_BROADCAST_SECONDS.observe(time.monotonic() - job.tip_seen_s)
+
+    def worker_gated(self, worker: str, starved: bool, reason: str) -> None:
+        """The work gate changed: tell a starved worker's sessions why (send_job then skips
+        them); give a released worker's sessions the current job at once, clean."""
+        job = self.jobs.current
+        for session in list(self.sessions):
+            if worker not in session.workers or not session.working or session.closing:
+                continue
+            if starved:
+                session.notify("client.show_message", [f"work paused by the pool: {reason}"])
+            elif job is not None:
+                session.send_job(job, clean=True)  # unless another of its workers is starved
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine owned by the server (block submissions)."""

@@ -482,9 +482,13 @@ class StratumSession(asyncio.Protocol):
             self._announce_difficulty()
 
     def send_job(self, job: Job, *, clean: bool | None = None) -> None:
-        """mining.notify for an authorized session; remembers the difficulty it went with."""
+        """mining.notify for an authorized session that is not starved; remembers the
+        difficulty it went with."""
         if not self.working or self.payout_script is None or self.closing:
             return
+        gate = self.server.workgate
+        if gate is not None and gate.blocks(self.workers):
+            return  # starved (pool.workgate): its old work goes stale with the tip
         difficulty = self.vardiff.difficulty
         known = self.job_difficulty
         previous = known.get(job.job_id)

@@ -118,6 +118,8 @@ SCHEMAS: dict[str, Any] = {
                                                 "its SHA-256 is stored"},
                     "issued": {"type": "boolean"}, "issued_time": _nullable(_TIME),
                     "configured": {"type": "boolean"}}),
+    "WorkGateState": _obj({"worker": _STR, "starved": {"type": "boolean"},
+                           "reason": _nullable(_STR), "since": _nullable(_TIME)}),
     "Revoked": _obj({"account": _STR, "revoked": {"type": "boolean"},
                      "issued": {"type": "boolean"}, "issued_time": _nullable(_TIME),
                      "configured": {"type": "boolean"}}),
@@ -139,6 +141,8 @@ WINDOW = _param("window", "query", {"type": "string", "enum": list(WINDOWS_S),
 STEP = _param("step", "query", {"type": "integer", "enum": list(CHART_STEPS_S)},
               "bucket size in seconds (default: window/288 rounded up to an allowed step)")
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:@+-]{1,128}$"}
+GATED = _param("worker", "path", {"type": "string", "maxLength": 128},
+               "full Stratum username account.site.miner (URL-encoded)")
 
 
 def _json(schema: dict[str, Any], text: str) -> dict[str, Any]:
@@ -268,6 +272,14 @@ def _private_paths() -> dict[str, Any]:
                                 _json(_ref("Revoked"), "revoked"), params=[ACCOUNT],
                                 errors=(404,)),
         },
+        "/api/workers/{worker}/starve": {"post": _admin_op(
+            "Work gate: send this worker no new jobs (fleet controller; docs/fleet.md)",
+            _json(_ref("WorkGateState"), "gate state"), params=[GATED],
+            body=_obj({"reason": _STR}, required=[]), errors=(409, 413, 422))},
+        "/api/workers/{worker}/release": {"post": _admin_op(
+            "Work gate: feed this worker again (a clean job at once)",
+            _json(_ref("WorkGateState"), "gate state"), params=[GATED],
+            body=_obj({"reason": _STR}, required=[]), errors=(413, 422))},
     }
 
 

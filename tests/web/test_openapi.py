@@ -17,7 +17,9 @@ from pool.ledger import open_ledger
 from pool.web import ApiSettings, PoolSources, WebApi, web_routes
 from pool.web.openapi import build_spec
 
-POOL_APP_ROUTES = {("GET", "/api/pool")}  # added by PoolApp itself (tests/web/test_pool_*)
+POOL_APP_ROUTES = {("GET", "/api/pool"),  # added by PoolApp itself (tests/web/test_pool_*)
+                   ("POST", "/api/workers/{worker}/starve"),  # and its work gate
+                   ("POST", "/api/workers/{worker}/release")}
 
 
 @pytest.fixture
