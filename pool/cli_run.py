@@ -160,7 +160,7 @@ def banner(app: PoolApp, demo: DemoFleet | None = None) -> str:
     ]
     if app.http_port is not None:
         base = f"http://{config.http.host}:{app.http_port}"
-        lines.append(f"  HTTP      {base}/metrics  /healthz  /api/pool")
+        lines.append(f"  HTTP      {base}/ (dashboard)  /api/summary  /metrics  /readyz  /healthz")
     if simulated is not None:
         lines.append(f"  Blocks    SIMULATED: a share is a block at difficulty {simulated:g}")
     if demo is not None:

@@ -144,7 +144,7 @@ async def test_zero_config_run_mines_with_a_simulated_fleet_in_three_sites(tmp_p
     ledger = open_ledger(f"sqlite:///{data / 'ledger.db'}")
     try:
         banner = await read_banner(process.stdout, timeout_s=60)
-        base = re.search(r"(http://[\d.]+:\d+)/metrics", banner).group(1)
+        base = re.search(r"(http://[\d.]+:\d+)/ \(dashboard\)", banner).group(1)
         inventory = Path(re.search(r"inventory \(every miner's API address\) (\S+)",
                                    banner).group(1))
         admin = re.search(r"admin API \(faults on demand\) (\S+)", banner).group(1)
