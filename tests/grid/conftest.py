@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from grid.grid_helpers import GridHarness, RecordingSink, pg_schema, start_harness
+from grid.grid_helpers import GridHarness, RecordingSink, start_harness
+from ledger.ledger_helpers import pg_schema  # a fresh schema per test; fails, never skips
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

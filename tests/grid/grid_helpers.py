@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,8 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
-import pytest
 from aiohttp import web
 
 from miners.allocate import AllocationSettings
@@ -34,10 +30,6 @@ from miners.grid.timeline import SiteLimits
 from miners.inventory import KNOWN_MODELS, MinerSpec, SiteSpec
 from miners.sim import models as sim_models
 from miners.sim.miner import SimulatedMiner
-
-PG_DSN = os.environ.get("GRIDPOOL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-PG_HINT = ("start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main "
-           "start (or set GRIDPOOL_TEST_PG to a reachable server's DSN)")
 
 KEYS_TOML = """
 [[key]]
@@ -167,30 +159,6 @@ async def start_harness(tmp_path: Path, store_url: str, sink: Any, *,
     port = runner.addresses[0][1]
     return GridHarness(service, store, sink, f"http://127.0.0.1:{port}/grid", secrets_by_id,
                        aiohttp.ClientSession(), runner)
-
-
-# -- PostgreSQL ----------------------------------------------------------------------------
-
-
-def with_schema(dsn: str, schema: str) -> str:
-    sep = "&" if urlsplit(dsn).query else "?"
-    return f"{dsn}{sep}schema={schema}"
-
-
-@contextlib.asynccontextmanager
-async def pg_schema() -> AsyncIterator[str]:
-    """A PostgreSQL URL in a fresh schema, dropped afterwards; fails if the server is down."""
-    try:
-        conn = await asyncpg.connect(PG_DSN, timeout=5.0)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as err:
-        pytest.fail(f"PostgreSQL at {PG_DSN} is not reachable ({err!r}); {PG_HINT}")
-    schema = "grid_" + secrets.token_hex(6)
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield with_schema(PG_DSN, schema)
-    finally:
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
 
 
 # -- a simulated fleet behind the FleetController -------------------------------------------
