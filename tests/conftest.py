@@ -41,3 +41,17 @@ async def make_devnet(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[D
 @pytest.fixture
 async def devnet(make_devnet: Callable[..., Awaitable[Devnet]]) -> Devnet:
     return await make_devnet()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A ledger database URL, once per backend: SQLite in a temporary file and PostgreSQL
+    (GRIDPOOL_TEST_PG) in a fresh schema dropped afterwards — never skipped: when the server
+    is down the test fails saying how to start it. The ledger and the grid store use it."""
+    from ledger.ledger_helpers import pg_schema
+
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path}/ledger.db"
+    else:
+        async with pg_schema() as url:
+            yield url

@@ -1,5 +1,6 @@
-"""Fixtures for the grid tests. `store_url` runs a test on both backends: SQLite in a
-temporary file and PostgreSQL (GRIDPOOL_TEST_PG) in a fresh schema — never skipped."""
+"""Fixtures for the grid tests. `ledger_url` (tests/conftest.py) runs a test on both
+backends: SQLite in a temporary file and PostgreSQL (GRIDPOOL_TEST_PG) in a fresh schema —
+never skipped."""
 
 from __future__ import annotations
 
@@ -8,16 +9,6 @@ from pathlib import Path
 
 import pytest
 from grid.grid_helpers import GridHarness, RecordingSink, start_harness
-from ledger.ledger_helpers import pg_schema  # a fresh schema per test; fails, never skips
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/ledger.db"
-    else:
-        async with pg_schema() as url:
-            yield url
 
 
 @pytest.fixture

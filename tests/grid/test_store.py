@@ -21,8 +21,8 @@ from pool.ledger import open_ledger
 CHILD = Path(__file__).with_name("crash_child.py")
 
 
-async def test_round_trip(store_url: str) -> None:
-    store = open_grid_store(store_url)
+async def test_round_trip(ledger_url: str) -> None:
+    store = open_grid_store(ledger_url)
     await store.migrate()
     await store.migrate()  # idempotent
     try:
@@ -52,21 +52,21 @@ async def test_round_trip(store_url: str) -> None:
         await store.close()
 
 
-async def test_lives_beside_the_ledger(store_url: str) -> None:
-    ledger = open_ledger(store_url)
+async def test_lives_beside_the_ledger(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
     await ledger.migrate()
-    store = open_grid_store(store_url)
+    store = open_grid_store(ledger_url)
     await store.migrate()
     await ledger.close()
-    ledger = open_ledger(store_url)
+    ledger = open_ledger(ledger_url)
     await ledger.migrate()  # the ledger's own versions are untouched by the grid's
     await ledger.close()
     await store.close()
 
 
-async def test_restart_mid_event_keeps_it_in_force(store_url: str) -> None:
+async def test_restart_mid_event_keeps_it_in_force(ledger_url: str) -> None:
     settings = grid_settings()
-    store = open_grid_store(store_url)
+    store = open_grid_store(ledger_url)
     await store.migrate()
     first = GridService(settings, store, RecordingSink())
     await first.start()
@@ -76,7 +76,7 @@ async def test_restart_mid_event_keeps_it_in_force(store_url: str) -> None:
     await first.stop()
     await store.close()
 
-    store = open_grid_store(store_url)
+    store = open_grid_store(ledger_url)
     sink = RecordingSink()
     second = GridService(settings, store, sink)
     await second.start()
@@ -94,10 +94,10 @@ async def test_restart_mid_event_keeps_it_in_force(store_url: str) -> None:
         await store.close()
 
 
-async def test_killed_after_the_ack_keeps_the_event(store_url: str, tmp_path: Path) -> None:
+async def test_killed_after_the_ack_keeps_the_event(ledger_url: str, tmp_path: Path) -> None:
     """SIGKILL the process right after it acknowledged: the event is on disk."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(CHILD), store_url, str(tmp_path),
+        sys.executable, str(CHILD), ledger_url, str(tmp_path),
         stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
         async with asyncio.timeout(30):
@@ -109,7 +109,7 @@ async def test_killed_after_the_ack_keeps_the_event(store_url: str, tmp_path: Pa
     finally:
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
-    store = open_grid_store(store_url)
+    store = open_grid_store(ledger_url)
     try:
         events = await store.load_events(0)
         assert [e.event_id for e in events] == [ack["event_id"]]

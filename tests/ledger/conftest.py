@@ -1,7 +1,8 @@
-"""Fixtures for the ledger tests: every test taking `ledger` or `ledger_url` runs against
-both backends — SQLite in a temporary file, and PostgreSQL (GRIDPOOL_TEST_PG, default
-postgresql://postgres@127.0.0.1:5432/test) in a fresh schema dropped afterwards. The
-PostgreSQL runs never skip: when the server is down they fail, saying how to start it."""
+"""Fixtures for the ledger tests: every test taking `ledger` or `ledger_url`
+(tests/conftest.py) runs against both backends — SQLite in a temporary file, and
+PostgreSQL (GRIDPOOL_TEST_PG, default postgresql://postgres@127.0.0.1:5432/test) in a fresh
+schema dropped afterwards. The PostgreSQL runs never skip: when the server is down they
+fail, saying how to start it."""
 
 from __future__ import annotations
 
@@ -19,15 +20,6 @@ from ledger_helpers import Outage, TcpProxy, pg_schema
 
 from pool.ledger import open_ledger
 from pool.ledger.store import Ledger
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/ledger.db"
-    else:
-        async with pg_schema() as url:
-            yield url
 
 
 @pytest.fixture
