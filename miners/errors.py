@@ -70,3 +70,13 @@ class UnknownSiteError(MinerError, KeyError):
 
 class BudgetError(MinerError, ValueError):
     """A site budget is not a finite, non-negative number of watts within the allowed range."""
+
+
+class MeterError(MinerError):
+    """A site meter read failed (no connection, timeout, Modbus exception, impossible value);
+    `site` says which meter."""
+
+    def __init__(self, site: str, reason: str) -> None:
+        super().__init__(f"meter {site}: {reason}")
+        self.site = site
+        self.reason = reason

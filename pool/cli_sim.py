@@ -66,6 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME=VALUE",
         help="fault for every miner, e.g. --fault stale_share_rate=0.05 (repeatable)",
     )
+    p.add_argument("--meters", action="store_true",
+                   help="one simulated Modbus TCP site meter per site on --api-host "
+                        "(ephemeral ports, listed in the inventory; docs/meter.md)")
+    p.add_argument("--meter-overhead-w", type=float, default=0.0,
+                   help="constant site load (W) each meter adds to its miners' power")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0 = never)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-live", action="store_true", help="log lines instead of the live table")
@@ -102,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 def spec_from_args(args: argparse.Namespace):
     from miners.sim.fleet import FleetSpec
 
+    if getattr(args, "meter_overhead_w", 0.0) < 0:
+        raise ConfigError("sim.meter_overhead_w", "must be >= 0 watts")
     return FleetSpec(
         pool_url=args.pool,
         sites=args.sites,
@@ -160,9 +167,16 @@ async def _main(spec, args: argparse.Namespace) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(admin_app(fleet), access_log=None)
+    meters: dict = {}
     try:
         await fleet.start()
-        fleet.write_inventory(args.inventory)
+        if args.meters:
+            from miners.sim.meter import start_site_meters
+
+            meters = await start_site_meters(
+                fleet, overhead_w=args.meter_overhead_w, host=args.api_host
+            )
+        fleet.write_inventory(args.inventory, {s: m.spec() for s, m in meters.items()})
         await runner.setup()
         host, _, port = args.admin_listen.rpartition(":")
         site = web.TCPSite(runner, host or "127.0.0.1", int(port))
@@ -172,6 +186,8 @@ async def _main(spec, args: argparse.Namespace) -> None:
         await _show(fleet, stop, duration_s=args.duration, live=live)
     finally:
         await runner.cleanup()
+        for meter in meters.values():
+            await meter.stop()
         await fleet.stop()
 
 

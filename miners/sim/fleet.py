@@ -24,7 +24,7 @@ import asyncio
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from miners.meter import MeterSpec
 from miners.sim.faults import Faults
 from miners.sim.luxos_api import DEFAULT_PORT as LUXOS_PORT
 from miners.sim.miner import DEFAULT_HASH_SCALE, PoolConfig, SimulatedMiner
@@ -190,8 +191,17 @@ class Fleet:
     def real_rate_hs(self) -> float:
         return sum(m.real_hashrate_hs() for m in self.miners.values())
 
-    def inventory(self) -> dict[str, Any]:
-        """The fleet as the fleet controller's inventory (see docs/simulator.md)."""
+    def site_power_w(self, site: str) -> float:
+        """Exact power (W) of a site's miners now (ground truth, no telemetry noise)."""
+        return sum(m.power.power_w() for m in self.sites[site])
+
+    def site_energy_j(self, site: str) -> float:
+        """Exact energy (J) a site's miners have drawn since they were created."""
+        return sum(m.power.energy_j() for m in self.sites[site])
+
+    def inventory(self, meters: Mapping[str, MeterSpec] | None = None) -> dict[str, Any]:
+        """The fleet as the fleet controller's inventory (see docs/simulator.md); with
+        ``meters`` (site -> spec of its running simulated meter) each site gets a ``meter``."""
         sites = []
         for site, miners in self.sites.items():
             rows = []
@@ -216,7 +226,11 @@ class Fleet:
                         "shutdown_s": model.shutdown_s,
                     }
                 )
-            sites.append({"id": site, "miners": rows})
+            entry: dict[str, Any] = {"id": site, "miners": rows}
+            if meters and site in meters:
+                m = meters[site]
+                entry["meter"] = {"host": m.host, "port": m.port, "unit_id": m.unit_id}
+            sites.append(entry)
         return {
             "version": INVENTORY_VERSION,
             "generated_by": "gridpool sim",
@@ -225,11 +239,11 @@ class Fleet:
             "sites": sites,
         }
 
-    def write_inventory(self, path: Path) -> None:
+    def write_inventory(self, path: Path, meters: Mapping[str, MeterSpec] | None = None) -> None:
         """Write atomically (temp file + rename) so a reader never sees half a file."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.inventory(), indent=2) + "\n")
+        tmp.write_text(json.dumps(self.inventory(meters), indent=2) + "\n")
         os.replace(tmp, path)
         log.info("sim_inventory_written", path=str(path), miners=len(self.miners))
 

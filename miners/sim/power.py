@@ -11,6 +11,12 @@ While ramping the hash rate and the power above the sleep floor rise linearly; w
 stopping they fall linearly to the floor.  `hash_fraction` is the share of the target's hash
 rate the chips really run at: the miner grinds nonces at exactly that rate (times the scale
 factor).  Only the *reported* telemetry carries noise (`read`).
+
+Ground truth: `energy_j` is the exact integral of `power_w` since the model was created.
+Power is linear in time within every state (constant when mining, sleeping or off, a
+straight line while ramping or stopping), so the integral over each piece is its trapezoid;
+it is taken up to every state change, target change and ramp-factor change, and up to the
+instant of each call.
 """
 
 from __future__ import annotations
@@ -63,7 +69,9 @@ class PowerModel:
         self._state = state
         self._since = clock()
         self._frac0 = 1.0 if state is PowerState.MINING else 0.0  # fraction at `_since`
-        self.ramp_factor = 1.0  # > 1 for the slow-ramp fault
+        self._ramp_factor = 1.0  # > 1 for the slow-ramp fault
+        self._energy_j = 0.0  # exact energy up to `_energy_at`
+        self._energy_at = self._since
 
     # -- transitions -------------------------------------------------------------------
 
@@ -75,6 +83,20 @@ class PowerModel:
     @property
     def target_w(self) -> float:
         return self._target_w
+
+    @property
+    def ramp_factor(self) -> float:
+        """Stretch of the wake/boot ramp (> 1 for the slow-ramp fault)."""
+        return self._ramp_factor
+
+    @ramp_factor.setter
+    def ramp_factor(self, factor: float) -> None:
+        if factor == self._ramp_factor:
+            return
+        self._advance()
+        if self._state is PowerState.RAMPING:  # re-base so the ramp continues from here
+            self._enter(PowerState.RAMPING, self._fraction())
+        self._ramp_factor = factor
 
     def sleep(self) -> bool:
         """Start shutting the hashboards down; False if already stopping, asleep or off."""
@@ -106,6 +128,7 @@ class PowerModel:
     def set_power_target(self, target_w: float) -> float:
         """Apply a new power target (clamped to the model's range); returns the applied value."""
         self._advance()
+        self._accrue(self._clock())
         self._target_w = self.model.clamp_power(target_w)
         return self._target_w
 
@@ -123,10 +146,13 @@ class PowerModel:
     def power_w(self) -> float:
         """Exact power draw (W) now, without noise."""
         self._advance()
-        if self._state is PowerState.OFF:
-            return 0.0
-        floor = self.model.sleep_w
-        return floor + (self._target_w - floor) * self._fraction()
+        return self._power_at(self._clock())
+
+    def energy_j(self) -> float:
+        """Exact energy (J) drawn since the model was created: the integral of `power_w`."""
+        self._advance()
+        self._accrue(self._clock())
+        return self._energy_j
 
     def read(self) -> PowerReading:
         """A telemetry reading with the model's noise on power and hash rate."""
@@ -152,14 +178,31 @@ class PowerModel:
     # -- internals ---------------------------------------------------------------------
 
     def _enter(self, state: PowerState, frac0: float) -> None:
+        now = self._clock()
+        self._accrue(now)
         self._state = state
-        self._since = self._clock()
+        self._since = now
         self._frac0 = frac0
+
+    def _accrue(self, until: float) -> None:
+        """Add the energy of the current piece up to `until` (power is linear within it)."""
+        start = self._energy_at
+        if until <= start:  # nothing elapsed (or the clock stepped back: never count twice)
+            return
+        self._energy_j += (self._power_at(start) + self._power_at(until)) / 2 * (until - start)
+        self._energy_at = until
+
+    def _power_at(self, when: float) -> float:
+        """Power of the current piece at `when` (within the piece)."""
+        if self._state is PowerState.OFF:
+            return 0.0
+        floor = self.model.sleep_w
+        return floor + (self._target_w - floor) * self._fraction(when)
 
     def _duration(self) -> float | None:
         """Length of the current transitional state, from `_since`."""
         if self._state is PowerState.RAMPING:
-            return self.model.wake_ramp_s * self.ramp_factor * (1.0 - self._frac0)
+            return self.model.wake_ramp_s * self._ramp_factor * (1.0 - self._frac0)
         if self._state is PowerState.STOPPING:
             return self.model.shutdown_s * self._frac0
         return None
@@ -169,16 +212,17 @@ class PowerModel:
         if duration is None or self._clock() - self._since < duration:
             return
         end = self._since + duration
+        self._accrue(end)  # the piece ends here; the next one starts at `end`
         if self._state is PowerState.RAMPING:
             self._state, self._frac0 = PowerState.MINING, 1.0
         else:
             self._state, self._frac0 = PowerState.SLEEPING, 0.0
         self._since = end
 
-    def _fraction(self) -> float:
-        elapsed = self._clock() - self._since
+    def _fraction(self, when: float | None = None) -> float:
+        elapsed = (self._clock() if when is None else when) - self._since
         if self._state is PowerState.RAMPING:
-            ramp_s = self.model.wake_ramp_s * self.ramp_factor
+            ramp_s = self.model.wake_ramp_s * self._ramp_factor
             return min(1.0, self._frac0 + elapsed / ramp_s)
         if self._state is PowerState.STOPPING:
             return max(0.0, self._frac0 - elapsed / self.model.shutdown_s)
