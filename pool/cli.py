@@ -17,6 +17,7 @@ COMMANDS: list[str] = [
     "pool.cli_sim",
     "pool.cli_fleet",
     "pool.cli_grid",
+    "pool.cli_audit",
 ]
 
 

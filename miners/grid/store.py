@@ -13,30 +13,29 @@ asyncpg pool. Every operation has a deadline.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
 
 from miners.grid.errors import GridStoreError
 from miners.grid.timeline import GridEvent
-from pool.ledger.store import check_schema
+from miners.sidestore import (
+    PostgresSideStore,
+    SQLiteSideStore,
+    split_url,
+)
+from miners.sidestore import (
+    pg_placeholders as _pg,
+)
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-OP_TIMEOUT_S = 10.0  # deadline of one store operation, queueing included
-CONNECT_TIMEOUT_S = 5.0  # PostgreSQL connection deadline
-MAX_CONNECTIONS = 4  # PostgreSQL pool size (the grid writes little)
 MAX_AUDIT_ROWS = 10_000  # rows per audit query
 
 _EVENT_COLUMNS = ("event_id", "site", "limit_w", "start_time", "end_time", "ramp_down_w_per_s",
@@ -79,23 +78,17 @@ class GridStore(Protocol):
     async def append_audit(self, rows: Sequence[AuditRow]) -> None: ...
 
     async def audit(self, *, since: float = 0.0, site: str | None = None,
-                    limit: int = 1000) -> list[AuditRow]: ...
+                    limit: int = 1000, after_seq: int = 0) -> list[AuditRow]:
+        """Rows with time >= `since` and seq > `after_seq` (to tail the trail), by seq."""
+        ...
 
 
 def open_grid_store(url: str, **options: Any) -> GridStore:
     """A store for the ledger URL; call `migrate()` next."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        if parts.netloc or not parts.path or parts.path == "/":
-            raise GridStoreError(f"sqlite URL must be sqlite:///path, got {url!r}")
-        path = parts.path[1:] if parts.path == "/:memory:" else parts.path
-        return SQLiteGridStore(path, **options)
-    if parts.scheme in ("postgresql", "postgres"):
-        query = dict(parse_qsl(parts.query))
-        schema = query.pop("schema", None)
-        dsn = parts._replace(query=urlencode(query)).geturl()
-        return PostgresGridStore(dsn, schema=schema, **options)
-    raise GridStoreError("store URL must start with sqlite:/// or postgresql://")
+    kind, where, schema = split_url(url, GridStoreError)
+    if kind == "sqlite":
+        return SQLiteGridStore(where, **options)
+    return PostgresGridStore(where, schema=schema, **options)
 
 
 def _event_row(e: GridEvent) -> tuple[Any, ...]:
@@ -176,61 +169,12 @@ _SQL_CONTACT = ("INSERT INTO grid_contacts (site, last_time) VALUES (?, ?) ON CO
                 "DO UPDATE SET last_time = excluded.last_time")
 
 
-def _pg(sql: str) -> str:
-    """'?' placeholders to asyncpg's $1, $2, ..."""
-    parts = sql.split("?")
-    return "".join(p + (f"${i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
-
-
 # -- SQLite -------------------------------------------------------------------------------
 
 
-class SQLiteGridStore:
-    def __init__(self, path: str | Path, *, op_timeout_s: float = OP_TIMEOUT_S,
-                 busy_timeout_s: float = 5.0) -> None:
-        self.path = str(path)
-        self.op_timeout_s = op_timeout_s
-        self.busy_timeout_s = busy_timeout_s
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="grid-sqlite")
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"SQLiteGridStore({self.path!r})"
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = self._connect()
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise GridStoreError("grid store is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.op_timeout_s):
-                return await loop.run_in_executor(self._executor, self._call, fn)
-        except TimeoutError:
-            raise GridStoreError(f"sqlite {self.path}: over {self.op_timeout_s:g} s") from None
-        except sqlite3.Error as err:
-            raise GridStoreError(f"sqlite {self.path}: {err}") from err
+class SQLiteGridStore(SQLiteSideStore):
+    error = GridStoreError
+    name = "grid"
 
     async def migrate(self) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -244,14 +188,6 @@ class SQLiteGridStore:
                 log.info("grid_store_migrated", version=version, name=name)
 
         await self._run(run)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-        self._executor.shutdown(wait=True)
 
     async def save_event(self, event: GridEvent, audit: Sequence[AuditRow] = ()) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -277,9 +213,10 @@ class SQLiteGridStore:
             await self._run(lambda c: c.executemany(_SQL_AUDIT, [_audit_row(r) for r in rows]))
 
     async def audit(self, *, since: float = 0.0, site: str | None = None,
-                    limit: int = 1000) -> list[AuditRow]:
-        sql = f"SELECT seq, {', '.join(_AUDIT_COLUMNS)} FROM grid_audit WHERE time >= ?"
-        args: list[Any] = [since]
+                    limit: int = 1000, after_seq: int = 0) -> list[AuditRow]:
+        sql = (f"SELECT seq, {', '.join(_AUDIT_COLUMNS)} FROM grid_audit "
+               "WHERE time >= ? AND seq > ?")
+        args: list[Any] = [since, after_seq]
         if site is not None:
             sql += " AND site = ?"
             args.append(site)
@@ -291,49 +228,11 @@ class SQLiteGridStore:
 
 # -- PostgreSQL ---------------------------------------------------------------------------
 
-_PG_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                   asyncpg.exceptions.OperatorInterventionError)
 
 
-class PostgresGridStore:
-    def __init__(self, dsn: str, *, schema: str | None = None,
-                 op_timeout_s: float = OP_TIMEOUT_S,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
-        self.dsn = dsn
-        self.schema = check_schema(schema) if schema is not None else None
-        self.op_timeout_s = op_timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self.max_connections = max_connections
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"PostgresGridStore(schema={self.schema!r})"  # the DSN may hold a password
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                settings = {"search_path": self.schema} if self.schema else {}
-                self._pool = await asyncpg.create_pool(
-                    self.dsn, min_size=1, max_size=self.max_connections,
-                    timeout=self.connect_timeout_s, command_timeout=self.op_timeout_s,
-                    server_settings=settings)
-            return self._pool
-
-    async def _run(self, fn: Callable[[asyncpg.Connection], Any], what: str) -> Any:
-        if self._closed:
-            raise GridStoreError("grid store is closed")
-        try:
-            async with asyncio.timeout(self.op_timeout_s):
-                pool = await self._get_pool()
-                async with pool.acquire() as conn, conn.transaction():
-                    return await fn(conn)
-        except TimeoutError:
-            raise GridStoreError(f"postgresql: {what} over {self.op_timeout_s:g} s") from None
-        except (*_PG_UNAVAILABLE, asyncpg.PostgresError) as err:
-            raise GridStoreError(f"postgresql: {what}: {err!r}") from err
+class PostgresGridStore(PostgresSideStore):
+    error = GridStoreError
+    name = "grid"
 
     async def migrate(self) -> None:
         async def run(conn: asyncpg.Connection) -> None:
@@ -350,17 +249,6 @@ class PostgresGridStore:
                 log.info("grid_store_migrated", version=version, name=name)
 
         await self._run(run, "migrate")
-
-    async def close(self) -> None:
-        self._closed = True
-        async with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                async with asyncio.timeout(self.connect_timeout_s):
-                    await pool.close()
-            except (TimeoutError, *_PG_UNAVAILABLE):
-                pool.terminate()
 
     async def save_event(self, event: GridEvent, audit: Sequence[AuditRow] = ()) -> None:
         async def run(conn: asyncpg.Connection) -> None:
@@ -389,11 +277,12 @@ class PostgresGridStore:
                             "append_audit")
 
     async def audit(self, *, since: float = 0.0, site: str | None = None,
-                    limit: int = 1000) -> list[AuditRow]:
+                    limit: int = 1000, after_seq: int = 0) -> list[AuditRow]:
         sql = (f"SELECT seq, {', '.join(_AUDIT_COLUMNS[:-1])}, detail::text FROM grid_audit "
-               "WHERE time >= $1 AND ($2::text IS NULL OR site = $2) ORDER BY seq LIMIT $3")
-        rows = await self._run(lambda c: c.fetch(sql, since, site, min(limit, MAX_AUDIT_ROWS)),
-                               "audit")
+               "WHERE time >= $1 AND ($2::text IS NULL OR site = $2) AND seq > $4 "
+               "ORDER BY seq LIMIT $3")
+        rows = await self._run(lambda c: c.fetch(sql, since, site, min(limit, MAX_AUDIT_ROWS),
+                                                 after_seq), "audit")
         return [_audit(tuple(r)) for r in rows]
 
 
