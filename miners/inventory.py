@@ -189,6 +189,8 @@ def _scan_range(raw: Any, key: str) -> ScanRange:
 
 
 def _known(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> None:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, f"must be a table, not {type(raw).__name__}")
     for name in raw:
         if name not in allowed:
             raise ConfigError(f"{key}.{name}", f"unknown key (known: {', '.join(allowed)})")

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from miners.drivers.base import GH, Capabilities, ModelSpec, ReportedState, Telemetry
+from miners.drivers.cgminer_api import finite
 from miners.errors import (
     MinerCommandError,
     MinerProtocolError,
@@ -94,8 +95,8 @@ class BitaxeDriver:
         options = info.get("frequencyOptions") if isinstance(info, dict) else None
         points: tuple[tuple[float, float], ...] = ()
         if self.model.nominal_mhz > 0 and isinstance(options, list):
-            points = tuple(sorted({self._point(float(f)) for f in options
-                                   if isinstance(f, int | float) and f > 0}))
+            points = tuple(sorted({self._point(f) for f in map(finite, options)
+                                   if f is not None and f > 0}))
         self._caps = Capabilities(True, bool(points) or self._caps.can_tune, True, points,
                                   firmware="esp-miner")
         return self._caps
@@ -162,7 +163,4 @@ class BitaxeDriver:
 
 
 def _num(info: dict[str, Any], key: str) -> float | None:
-    value = info.get(key)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
+    return finite(info.get(key))

@@ -82,7 +82,8 @@ def _temps_and_power(stats: list[dict[str, Any]]) -> tuple[tuple[float, ...], fl
     power = None
     for row in stats:
         for key, value in row.items():
-            if _TEMP_KEY.match(key) and isinstance(value, int | float) and value > 0:
-                temps.append(float(value))
+            temp = api.finite(value)
+            if _TEMP_KEY.match(key) and temp is not None and temp > 0:
+                temps.append(temp)
         power = power if power is not None else api.number(row, *_POWER_KEYS)
     return tuple(temps), power

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 from miners.errors import (
@@ -138,12 +139,24 @@ def multi_sections(
     return out
 
 
+def finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (a bool, NaN, infinity, or
+    an integer too large for a float: firmware replies are not trusted)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def number(row: dict[str, Any], *keys: str) -> float | None:
     """The first of `keys` present in `row` as a finite number."""
     for key in keys:
-        value = row.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-            return float(value)
+        value = finite(row.get(key))
+        if value is not None:
+            return value
     return None
 
 

@@ -16,6 +16,7 @@ and retries that command once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -119,7 +120,10 @@ class LuxosDriver:
         if name in self._profiles:
             return self._profiles[name][0]
         if name.upper().endswith("W") and name[:-1].replace(".", "", 1).isdigit():
-            return float(name[:-1])  # a power target set outside the presets, e.g. "3400W"
+            # a power target set outside the presets, e.g. "3400W" (isdigit() is true for
+            # "²" too, which float() refuses)
+            with contextlib.suppress(ValueError):
+                return api.finite(float(name[:-1]))
         return None
 
     # -- commands -----------------------------------------------------------------------
@@ -199,7 +203,8 @@ class LuxosDriver:
 
     def _session_from(self, reply: dict[str, Any], command: str) -> str:
         rows = reply.get("SESSION")
-        sid = rows[0].get("SessionID") if isinstance(rows, list) and rows else None
+        first = rows[0] if isinstance(rows, list) and rows else None
+        sid = first.get("SessionID") if isinstance(first, dict) else None
         if not isinstance(sid, str) or not sid:
             raise MinerSessionError(self.miner_id, command, "no session id in the reply")
         return sid

@@ -328,16 +328,24 @@ def _number(raw: dict[str, Any], name: str, *, required: bool = False, minimum: 
         if required:
             raise GridRequestError(name, "is required")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         raise GridRequestError(name, "must be a finite number")
     if value < minimum or (exclusive and value == minimum):
         raise GridRequestError(name, f"must be {'>' if exclusive else '>='} {minimum:g}")
     return float(value)
 
 
+def _finite(value: int | float) -> bool:
+    """A JSON number that is a finite float (math.isfinite raises on ints past 1e308)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _time(value: Any, name: str) -> float:
     """Unix seconds, or an RFC 3339 time with a UTC offset."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+    if isinstance(value, int | float) and not isinstance(value, bool) and _finite(value):
         return float(value)
     if isinstance(value, str) and len(value) <= 40:
         try:

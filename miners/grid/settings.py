@@ -203,6 +203,12 @@ def _number(raw: Mapping[str, Any], name: str, key: str, *, required: bool = Fal
             raise ConfigError(f"{key}.{name}", "is required")
         return 0.0
     value = raw[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key}.{name}", "must be a finite number")
-    return float(value)
+    try:
+        number = float(value)  # an int beyond a double's range overflows here
+    except OverflowError:
+        raise ConfigError(f"{key}.{name}", "must be a finite number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}.{name}", "must be a finite number")
+    return number

@@ -37,10 +37,10 @@ class LineFramer:
             else:
                 if self._buffer:  # the line began in an earlier read
                     self._buffer += data[start:end]
-                    line = bytes(self._buffer).rstrip(b"\r")
+                    line = _without_cr(bytes(self._buffer))
                     self._buffer.clear()
                 else:
-                    line = data[start:end].rstrip(b"\r")
+                    line = _without_cr(data[start:end])
                 if len(line) > self.max_line_bytes:
                     lines.append(OVERSIZED)
                 elif line.strip():
@@ -51,7 +51,8 @@ class LineFramer:
         if self._discarding or not tail:
             return
         self._buffer += tail
-        if len(self._buffer) > self.max_line_bytes:
+        # +1: the CR of a CRLF ending may arrive in this read and its LF in the next.
+        if len(self._buffer) > self.max_line_bytes + 1:
             self._buffer.clear()
             self._discarding = True
             lines.append(OVERSIZED)
@@ -59,3 +60,8 @@ class LineFramer:
     @property
     def buffered_bytes(self) -> int:
         return len(self._buffer)
+
+
+def _without_cr(line: bytes) -> bytes:
+    """The line without the CR of a CRLF ending (one only: the bound check above counts one)."""
+    return line[:-1] if line.endswith(b"\r") else line
